@@ -1,0 +1,162 @@
+#pragma once
+/// \file
+/// `cac::ContextAwareClassifier`: a drop-in replacement for a model's final classifier.
+
+#include <cac/context_aware_head.hpp>
+#include <cac/options.hpp>
+#include <cac/outputs.hpp>
+
+#include <torch/nn/cloneable.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+
+#include <memory>
+#include <ostream>
+#include <type_traits>
+
+namespace cac {
+namespace detail {
+
+/// A fresh 1×1 classifier `d → n` of the given type (with bias, LibTorch's default init).
+template <class Classifier>
+Classifier make_classifier(int64_t channels, int64_t num_classes) {
+  if constexpr (std::is_same_v<Classifier, torch::nn::Linear>) {
+    return torch::nn::Linear(torch::nn::LinearOptions(channels, num_classes));
+  } else if constexpr (std::is_same_v<Classifier, torch::nn::Conv1d>) {
+    return torch::nn::Conv1d(torch::nn::Conv1dOptions(channels, num_classes, 1));
+  } else if constexpr (std::is_same_v<Classifier, torch::nn::Conv2d>) {
+    return torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, num_classes, 1));
+  } else {
+    static_assert(std::is_same_v<Classifier, torch::nn::Conv3d>,
+                  "cac::ContextAwareClassifier supports Conv1d, Conv2d, Conv3d and Linear classifiers");
+    return torch::nn::Conv3d(torch::nn::Conv3dOptions(channels, num_classes, 1));
+  }
+}
+
+}  // namespace detail
+
+/// The drop-in context-aware classifier: the model's own classifier C plus a
+/// `cac::ContextAwareHead`, behind one module.
+///
+/// Recipe to turn an existing segmentation model into a CAC model: replace its final 1×1
+/// classifier (`Conv2d(d, n, 1)`, or `Conv1d`/`Conv3d`/`Linear`) by this wrapper holding that
+/// same classifier, call `forward_train(features, labels)` in training and feed the result to
+/// `cac::ContextAwareLoss`; `forward(features)` returns pp, what inference uses. Features are
+/// channels-first `[B, d, *spatial]` for every classifier type (a `Linear` acts on the channel
+/// dim). As in the released heads, the optional channel dropout applies to the features that
+/// feed the original classifier only: p = C(dropout(f)), while prototypes and cosine logits use f.
+/// See `cac::ContextAwareClassifierOptions`.
+///
+/// ```
+/// cac::ContextAwareClassifier<torch::nn::Conv2d> classifier(
+///     torch::nn::Conv2d(torch::nn::Conv2dOptions(512, 150, 1)), cac::ContextAwareHeadOptions(512, 150), 0.1);
+/// ```
+template <class Classifier = torch::nn::Conv2d>
+class ContextAwareClassifierImpl : public torch::nn::Cloneable<ContextAwareClassifierImpl<Classifier>> {
+ public:
+  /// Builds a fresh 1×1 classifier `d → n` and the head.
+  explicit ContextAwareClassifierImpl(const ContextAwareClassifierOptions& options_) : options(options_) {
+    reset();
+  }
+  /// Wraps the user's existing `classifier` (kept as is, weights included).
+  ContextAwareClassifierImpl(Classifier classifier_, const ContextAwareClassifierOptions& options_)
+      : options(options_), classifier(std::move(classifier_)) {
+    reset();
+  }
+  /// Wraps the user's existing `classifier` with a head of `head_options` and the given dropout ratio.
+  ContextAwareClassifierImpl(Classifier classifier_, const ContextAwareHeadOptions& head_options, double dropout = 0.0)
+      : ContextAwareClassifierImpl(std::move(classifier_), ContextAwareClassifierOptions(head_options).dropout(dropout)) {}
+
+  /// Checks the options and the classifier, registers the classifier (a fresh one if none was
+  /// given) as `classifier` and a new head as `head`.
+  void reset() override {
+    constexpr const char* who = "cac::ContextAwareClassifier";
+    TORCH_CHECK(options.dropout() >= 0.0 && options.dropout() < 1.0, who, ": expected dropout in [0, 1) but got ",
+                options.dropout());
+    detail::check_head_options(who, options.head());
+    const int64_t d = options.head().channels(), n = options.head().num_classes();
+    if (!classifier) classifier = detail::make_classifier<Classifier>(d, n);
+    const torch::Tensor& weight = classifier->weight;
+    bool one_by_one = weight.dim() >= 2 && weight.size(0) == n && weight.size(1) == d;
+    for (int64_t i = 2; i < weight.dim(); ++i) one_by_one = one_by_one && weight.size(i) == 1;
+    TORCH_CHECK(one_by_one, who, ": expected a classifier with weight of shape [", n, ", ", d,
+                ", 1, ...] (a 1x1 map from d = ", d, " channels to n = ", n, " classes) but got ", weight.sizes());
+    classifier = this->register_module("classifier", classifier);
+    head = this->register_module("head", ContextAwareHead(options.head()));
+  }
+
+  /// A deep copy: the classifier is cloned with its own `clone()`, the head with its parameters.
+  std::shared_ptr<torch::nn::Module> clone(const c10::optional<torch::Device>& device = c10::nullopt) const override {
+    auto classifier_copy = std::dynamic_pointer_cast<typename Classifier::Impl>(classifier->clone(device));
+    auto copy = std::make_shared<ContextAwareClassifierImpl>(Classifier(classifier_copy), options);
+    copy->head = copy->replace_module("head", ContextAwareHead(std::dynamic_pointer_cast<ContextAwareHeadImpl>(
+                                                   head->clone(device))));
+    copy->train(this->is_training());
+    return copy;
+  }
+
+  /// Prints `cac::ContextAwareClassifier(channels=..., num_classes=..., dropout=...)`.
+  void pretty_print(std::ostream& stream) const override {
+    stream << "cac::ContextAwareClassifier(channels=" << options.head().channels()
+           << ", num_classes=" << options.head().num_classes() << ", dropout=" << options.dropout() << ")";
+  }
+
+  /// The original classifier's logits p = C(dropout(f)) `[B, n, *spatial]`; dropout only in training.
+  torch::Tensor classifier_logits(const torch::Tensor& features) {
+    check_features(features);
+    const torch::Tensor input = (this->is_training() && options.dropout() > 0.0)
+                                    ? at::feature_dropout(features, options.dropout(), /*train=*/true)
+                                    : features;
+    if constexpr (std::is_same_v<Classifier, torch::nn::Linear>) {
+      return classifier->forward(input.movedim(1, -1)).movedim(-1, 1);
+    } else {
+      return classifier->forward(input);
+    }
+  }
+
+  /// pp `[B, n, *spatial]` for `features` `[B, d, *spatial]`: what inference uses (argmax over dim 1).
+  torch::Tensor forward(const torch::Tensor& features) {
+    return head->forward(features, weight_for(features), classifier_logits(features));
+  }
+
+  /// p, pp and py for `features` `[B, d, *spatial]` and integer `labels` `[B, *spatial']`,
+  /// ready for `cac::ContextAwareLoss`.
+  ContextAwareOutput forward_train(const torch::Tensor& features, const torch::Tensor& labels) {
+    return head->forward_train(features, weight_for(features), classifier_logits(features), labels);
+  }
+
+  /// The options the wrapper was built with.
+  ContextAwareClassifierOptions options;
+  /// The original classifier C (the model's own, e.g. `conv_seg`).
+  Classifier classifier{nullptr};
+  /// The context-aware head holding both projectors.
+  ContextAwareHead head{nullptr};
+
+ private:
+  void check_features(const torch::Tensor& features) const {
+    constexpr const char* who = "cac::ContextAwareClassifier";
+    detail::check_features(who, features, options.head().channels());
+    if constexpr (!std::is_same_v<Classifier, torch::nn::Linear>) {
+      TORCH_CHECK(features.dim() == classifier->weight.dim(), who, ": expected features with ",
+                  classifier->weight.dim() - 2, " spatial dims for this convolution classifier but got ",
+                  features.sizes());
+    }
+  }
+
+  /// C in the features' dtype (autocast runs the classifier in reduced precision with float32 weights).
+  torch::Tensor weight_for(const torch::Tensor& features) const {
+    return classifier->weight.to(features.scalar_type());
+  }
+};
+
+/// A `ModuleHolder` for `ContextAwareClassifierImpl<Classifier>` (`TORCH_MODULE` for a template).
+template <class Classifier = torch::nn::Conv2d>
+class ContextAwareClassifier : public torch::nn::ModuleHolder<ContextAwareClassifierImpl<Classifier>> {
+ public:
+  using torch::nn::ModuleHolder<ContextAwareClassifierImpl<Classifier>>::ModuleHolder;
+  /// The implementation type.
+  using Impl = ContextAwareClassifierImpl<Classifier>;
+};
+
+}  // namespace cac

@@ -1,0 +1,394 @@
+#pragma once
+/// \file
+/// `cac::functional`: the maths of the context-aware classifier as free functions.
+///
+/// Every module's `forward` delegates here, so code without modules can call the maths
+/// directly. Shapes: features `[B, d, *spatial]`, class scores `[B, n, *spatial]`, classifier
+/// weights `[n, d]` (or a 1×1 convolution's `[n, d, 1, ...]`), labels `[B, *spatial']` at any
+/// resolution. Half and bfloat16 inputs are computed in float32 and returned in their dtype.
+
+#include <cac/detail/tensor_utils.hpp>
+#include <cac/options.hpp>
+#include <cac/outputs.hpp>
+
+#include <ATen/ATen.h>
+#include <ATen/core/Reduction.h>
+#include <c10/core/GradMode.h>
+#include <c10/util/accumulate.h>
+
+namespace cac {
+
+/// The weights of one projector θ (paper Eqs. 2 and 5): Linear(2d → h, no bias), ReLU,
+/// Linear(h → d).
+struct ProjectorWeights {
+  /// First linear layer's weight `[h, 2d]`.
+  at::Tensor fc1_weight;
+  /// Second linear layer's weight `[d, h]`.
+  at::Tensor fc2_weight;
+  /// Second linear layer's bias `[d]` (may be undefined: no bias).
+  at::Tensor fc2_bias;
+};
+
+/// Options of `cac::functional::ground_truth_prototypes`.
+struct GroundTruthPrototypesFuncOptions {
+  /// Pool over the batch (released code) or per image (paper Eq. 1).
+  /// Default: OracleScope::Batch
+  TORCH_ARG(OracleScope, scope) = OracleScope::Batch;
+  /// Label value that never forms a prototype.
+  /// Default: 255
+  TORCH_ARG(int64_t, ignore_index) = 255;
+};
+
+/// Options of `cac::functional::context_logits` and `cac::functional::oracle_logits`.
+using ContextAwareHeadFuncOptions = ContextAwareHeadOptions;
+/// Options of `cac::functional::entropy_aware_kl`.
+using EntropyAwareKLFuncOptions = EntropyAwareKLOptions;
+/// Options of `cac::functional::context_aware_loss`.
+using ContextAwareLossFuncOptions = ContextAwareLossOptions;
+
+namespace detail {
+
+/// `tensor` `[B, c, *spatial]` viewed (or copied) as `[B, c, S]`.
+inline at::Tensor flatten_spatial(const at::Tensor& tensor) {
+  return tensor.reshape({tensor.size(0), tensor.size(1), c10::multiply_integers(tensor.sizes().slice(2))});
+}
+
+/// Unchecked Eq. 4. `features` `[B, d, S]` in the compute dtype, `logits` `[B, n, S]`.
+inline at::Tensor soft_prototypes(const at::Tensor& features, const at::Tensor& logits) {
+  const at::Tensor weights = at::softmax(logits, 1, features.scalar_type());  // [B, n, S]
+  const at::Tensor sums = at::bmm(weights, features.transpose(1, 2));          // [B, n, d]
+  return sums / (weights.sum(-1, /*keepdim=*/true) + 1e-12);
+}
+
+/// Unchecked Eq. 1 (batch or image scope). `features` `[B, d, S]`, `classifier_weight` `[n, d]`,
+/// `labels` int64 `[B, S]` on the features' grid. Returns `[n, d]` or `[B, n, d]`.
+inline at::Tensor ground_truth_prototypes(const at::Tensor& features, const at::Tensor& classifier_weight,
+                                          const at::Tensor& labels, OracleScope scope, int64_t ignore_index) {
+  const at::Tensor masks =
+      one_hot_masks(labels, classifier_weight.size(0), ignore_index, features.scalar_type());  // [B, n, S]
+  at::Tensor sums = at::bmm(masks, features.transpose(1, 2));                                 // [B, n, d]
+  at::Tensor counts = masks.sum(-1);                                                          // [B, n]
+  if (scope == OracleScope::Batch) {
+    sums = sums.sum(0);
+    counts = counts.sum(0);
+  }
+  const at::Tensor means = sums / (counts.unsqueeze(-1) + 1e-12);
+  return at::where((counts > 0).unsqueeze(-1), means, classifier_weight.detach().expand_as(means));
+}
+
+/// Unchecked Eqs. 3/6: τ·cos(f, w) without a normalised copy of `features` `[B, d, S]`;
+/// `weight` is `[n, d]` or `[B, n, d]`. Returns `[B, n, S]`.
+inline at::Tensor cosine_logits(const at::Tensor& features, const at::Tensor& weight, double tau) {
+  const int64_t batch = features.size(0);
+  at::Tensor unit = weight / (weight.norm(2, {-1}, /*keepdim=*/true) + 1e-12);
+  if (unit.dim() == 2) unit = unit.unsqueeze(0).expand({batch, unit.size(0), unit.size(1)});
+  at::Tensor out = at::bmm(unit, features);                                   // [B, n, S]
+  at::Tensor scale = features.norm(2, {1}, /*keepdim=*/true);                 // [B, 1, S]
+  if (!c10::GradMode::is_enabled() || (!out.requires_grad() && !scale.requires_grad())) {
+    scale.add_(1e-12).reciprocal_().mul_(tau);
+    return out.mul_(scale);
+  }
+  return out * (tau / (scale + 1e-12));
+}
+
+/// Unchecked projector θ applied to `input` `[..., 2d]`, in the input's dtype.
+inline at::Tensor project(const at::Tensor& input, const ProjectorWeights& projector) {
+  const auto type = input.scalar_type();
+  const at::Tensor hidden = at::relu(at::linear(input, projector.fc1_weight.to(type)));
+  return at::linear(hidden, projector.fc2_weight.to(type),
+                    projector.fc2_bias.defined() ? projector.fc2_bias.to(type) : at::Tensor());
+}
+
+/// Unchecked pp (Eqs. 4-6). `classifier_weight` is `[n, d]`.
+inline at::Tensor context_logits(const at::Tensor& features, const at::Tensor& classifier_weight,
+                                 const at::Tensor& logits, const ProjectorWeights& projector, double tau) {
+  const at::Tensor f = flatten_spatial(to_compute(features));
+  const at::Tensor prototypes = soft_prototypes(f, flatten_spatial(logits));  // [B, n, d]
+  const at::Tensor classifier = classifier_weight.to(f.scalar_type()).unsqueeze(0).expand_as(prototypes);
+  const at::Tensor context = project(at::cat({prototypes, classifier}, -1), projector);
+  return cosine_logits(f, context, tau).view(logits.sizes()).to(features.scalar_type());
+}
+
+/// Unchecked py (Eqs. 1-3). `classifier_weight` is `[n, d]`; `labels` at any resolution.
+inline at::Tensor oracle_logits(const at::Tensor& features, const at::Tensor& classifier_weight,
+                                const at::Tensor& labels, const ProjectorWeights& projector,
+                                const ContextAwareHeadOptions& options) {
+  const at::Tensor f = flatten_spatial(to_compute(features));
+  const at::Tensor classifier = classifier_weight.to(f.scalar_type());
+  const at::Tensor grid_labels =
+      resize_labels_nearest(labels, features.sizes().slice(2)).reshape({f.size(0), f.size(2)});
+  const at::Tensor prototypes =
+      ground_truth_prototypes(f, classifier, grid_labels, options.oracle_scope(), options.ignore_index());
+  const at::Tensor oracle =
+      project(at::cat({prototypes, classifier.expand_as(prototypes)}, -1), projector);  // [n|B×n, d]
+  std::vector<int64_t> shape = features.sizes().vec();
+  shape[1] = classifier.size(0);
+  return cosine_logits(f, oracle, options.tau()).view(shape).to(features.scalar_type());
+}
+
+/// Unchecked Eqs. 7/10/11 with the released label mixing.
+inline at::Tensor entropy_aware_kl(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& labels,
+                                   const EntropyAwareKLOptions& options) {
+  const auto type = compute_dtype(student.scalar_type());
+  const int64_t batch = student.size(0), classes = student.size(1);
+  const at::Tensor log_p = at::log_softmax(flatten_spatial(student), 1, type);       // [B, n, S]
+  const at::Tensor q = at::softmax(flatten_spatial(teacher).detach(), 1, type);      // [B, n, S]
+  const at::Tensor y =
+      resize_labels_nearest(labels, student.sizes().slice(2)).reshape({batch, log_p.size(2)});
+  const at::Tensor is_ignored = y == options.ignore_index();
+  const at::Tensor valid = is_ignored.logical_not().to(type);
+  const double w = options.teacher_weight();
+  // Per-pixel cross-entropy against w·softmax(py) + (1 − w)·onehot(y), without the one-hot tensor.
+  at::Tensor pixel_loss;
+  if (w != 0.0) pixel_loss = (q * log_p).sum(1) * (-w);
+  if (w != 1.0) {
+    const at::Tensor label_term =
+        log_p.gather(1, y.masked_fill(is_ignored, 0).unsqueeze(1)).squeeze(1) * (w - 1.0);
+    pixel_loss = pixel_loss.defined() ? pixel_loss + label_term : label_term;
+  }
+  const at::Tensor weight = options.entropy_weighted() ? (q * (q + 1e-12).log()).sum(1).neg_().mul_(valid) : valid;
+  if (!options.class_wise()) return (pixel_loss * weight).sum() / (weight.sum() + 1e-12);
+  const at::Tensor masks = one_hot_masks(y, classes, options.ignore_index(), type);  // [B, n, S]
+  const at::Tensor stats = at::bmm(masks, at::stack({pixel_loss * weight, weight, valid}, -1)).sum(0);  // [n, 3]
+  const at::Tensor per_class = stats.select(1, 0) / (stats.select(1, 1) + 1e-12);
+  const at::Tensor present = (stats.select(1, 2) > 0).sum().clamp_min(1).to(type);
+  return per_class.sum() / present;
+}
+
+/// Unchecked cross-entropy of `logits` `[B, n, *spatial]` upsampled (linear, bilinear or
+/// trilinear) to the size of `labels` `[B, *spatial']`, averaged over non-ignored pixels.
+inline at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& labels, bool align_corners,
+                                int64_t ignore_index) {
+  at::Tensor x = to_compute(logits);
+  if (x.numel() == 0) return x.sum();
+  const at::IntArrayRef size = labels.sizes().slice(1);
+  if (!x.sizes().slice(2).equals(size)) {
+    switch (size.size()) {
+      case 1: x = at::upsample_linear1d(x, size, align_corners); break;
+      case 2: x = at::upsample_bilinear2d(x, size, align_corners); break;
+      default: x = at::upsample_trilinear3d(x, size, align_corners); break;
+    }
+  }
+  const at::Tensor target = labels.to(at::kLong);
+  const at::Tensor sum = at::cross_entropy_loss(x, target, {}, at::Reduction::Sum, ignore_index);
+  return sum / (target != ignore_index).sum().clamp_min(1).to(x.scalar_type());
+}
+
+/// Checks a projector's weights against d.
+inline void check_projector(const char* who, const ProjectorWeights& projector, int64_t channels) {
+  TORCH_CHECK(projector.fc1_weight.defined() && projector.fc1_weight.dim() == 2 &&
+                  projector.fc1_weight.size(1) == 2 * channels,
+              who, ": expected projector fc1_weight of shape [h, ", 2 * channels, "] but got ",
+              projector.fc1_weight.defined() ? projector.fc1_weight.sizes() : at::IntArrayRef{});
+  TORCH_CHECK(projector.fc2_weight.defined() && projector.fc2_weight.dim() == 2 &&
+                  projector.fc2_weight.size(0) == channels &&
+                  projector.fc2_weight.size(1) == projector.fc1_weight.size(0),
+              who, ": expected projector fc2_weight of shape [", channels, ", ", projector.fc1_weight.size(0),
+              "] but got ", projector.fc2_weight.defined() ? projector.fc2_weight.sizes() : at::IntArrayRef{});
+}
+
+/// Checks the options of a context-aware head.
+inline void check_head_options(const char* who, const ContextAwareHeadOptions& options) {
+  TORCH_CHECK(options.channels() > 0, who, ": expected channels > 0 but got ", options.channels());
+  TORCH_CHECK(options.num_classes() > 0, who, ": expected num_classes > 0 but got ", options.num_classes());
+  TORCH_CHECK(options.hidden_channels() > 0, who, ": expected hidden_channels > 0 but got ",
+              options.hidden_channels());
+  TORCH_CHECK(options.tau() > 0, who, ": expected tau > 0 but got ", options.tau());
+}
+
+/// Checks the options of the distillation loss.
+inline void check_kl_options(const char* who, const EntropyAwareKLOptions& options) {
+  TORCH_CHECK(options.teacher_weight() >= 0.0 && options.teacher_weight() <= 1.0, who,
+              ": expected teacher_weight in [0, 1] but got ", options.teacher_weight());
+}
+
+/// Checks the inputs of the distillation loss.
+inline void check_kl_inputs(const char* who, const at::Tensor& student, const at::Tensor& teacher,
+                            const at::Tensor& labels, int64_t ignore_index) {
+  check_features(who, student, -1);
+  check_logits(who, "teacher", teacher, student, student.size(1));
+  check_labels(who, labels, student.size(0), student.dim() - 2, student.size(1), ignore_index, student.device());
+}
+
+/// Checks the inputs of the training objective.
+inline void check_loss_inputs(const char* who, const ContextAwareOutput& output, const at::Tensor& labels,
+                              const ContextAwareLossOptions& options) {
+  check_kl_options(who, options.kl());
+  const at::Tensor& reference = output.context_logits;
+  check_features(who, reference, -1);
+  TORCH_CHECK(reference.dim() >= 3 && reference.dim() <= 5, who,
+              ": expected context_logits with 1 to 3 spatial dims but got ", reference.sizes());
+  const int64_t classes = reference.size(1);
+  if (output.logits.defined()) check_logits(who, "logits", output.logits, reference, classes);
+  if (output.oracle_logits.defined()) check_logits(who, "oracle_logits", output.oracle_logits, reference, classes);
+  TORCH_CHECK(output.logits.defined() || options.logits_weight() == 0.0, who,
+              ": expected defined logits (p) for logits_weight ", options.logits_weight());
+  TORCH_CHECK(output.oracle_logits.defined() || (options.oracle_weight() == 0.0 && options.kl_weight() == 0.0), who,
+              ": expected defined oracle_logits (py, from forward_train) for oracle_weight ", options.oracle_weight(),
+              " and kl_weight ", options.kl_weight());
+  check_labels(who, labels, reference.size(0), reference.dim() - 2, classes, options.ignore_index(),
+               reference.device());
+}
+
+/// Unchecked training objective (paper Eq. 8).
+inline ContextAwareLosses context_aware_loss(const ContextAwareOutput& output, const at::Tensor& labels,
+                                             const ContextAwareLossOptions& options) {
+  const bool align = options.align_corners();
+  const int64_t ignore = options.ignore_index();
+  const at::Tensor zero = at::zeros({}, output.context_logits.options().dtype(
+                                            compute_dtype(output.context_logits.scalar_type())));
+  ContextAwareLosses losses;
+  losses.context_ce = cross_entropy(output.context_logits, labels, align, ignore);
+  losses.logits_ce = output.logits.defined() ? cross_entropy(output.logits, labels, align, ignore) : zero;
+  losses.oracle_ce = output.oracle_logits.defined() ? cross_entropy(output.oracle_logits, labels, align, ignore) : zero;
+  losses.kl = output.oracle_logits.defined()
+                  ? entropy_aware_kl(output.context_logits, output.oracle_logits, labels,
+                                     EntropyAwareKLOptions(options.kl()).ignore_index(ignore))
+                  : zero;
+  // Terms with weight 0 stay out of the sum (and of its gradient) but are still reported.
+  losses.total = zero;
+  for (const auto& term : {std::make_pair(options.logits_weight(), losses.logits_ce),
+                           std::make_pair(options.context_weight(), losses.context_ce),
+                           std::make_pair(options.oracle_weight(), losses.oracle_ce),
+                           std::make_pair(options.kl_weight(), losses.kl)}) {
+    if (term.first != 0.0) losses.total = losses.total + term.second * term.first;
+  }
+  return losses;
+}
+
+}  // namespace detail
+
+namespace functional {
+
+/// Estimated class prototypes (paper Eq. 4): for each image b and class k,
+/// `Σ_i softmax(logits)[b,k,i]·f[b,:,i] / (Σ_i softmax(logits)[b,k,i] + 1e-12)`.
+///
+/// `features` `[B, d, *spatial]`, `logits` `[B, n, *spatial]` → `[B, n, d]` (float32 for reduced types).
+/// ```
+/// auto prototypes = cac::functional::soft_prototypes(features, classifier(features));
+/// ```
+inline at::Tensor soft_prototypes(const at::Tensor& features, const at::Tensor& logits) {
+  constexpr const char* who = "cac::functional::soft_prototypes";
+  detail::check_features(who, features, -1);
+  TORCH_CHECK(logits.defined() && logits.dim() >= 2, who, ": expected logits of shape [B, n, *spatial] but got ",
+              logits.defined() ? logits.sizes() : at::IntArrayRef{});
+  detail::check_logits(who, "logits", logits, features, logits.size(1));
+  return detail::soft_prototypes(detail::flatten_spatial(detail::to_compute(features)),
+                                 detail::flatten_spatial(logits));
+}
+
+/// Ground-truth class prototypes (paper Eq. 1, released batch pooling by default): labels are
+/// resized to the feature grid with nearest; each class present gets the mean feature of its
+/// pixels, each absent class keeps its (detached) row of `classifier_weight`.
+///
+/// Returns `[n, d]` for `OracleScope::Batch`, `[B, n, d]` for `OracleScope::Image`.
+/// ```
+/// auto oracle = cac::functional::ground_truth_prototypes(f, conv->weight, labels);
+/// ```
+inline at::Tensor ground_truth_prototypes(const at::Tensor& features, const at::Tensor& classifier_weight,
+                                          const at::Tensor& labels,
+                                          const GroundTruthPrototypesFuncOptions& options = {}) {
+  constexpr const char* who = "cac::functional::ground_truth_prototypes";
+  detail::check_features(who, features, -1);
+  const at::Tensor weight = detail::check_classifier_weight(who, classifier_weight, features, -1);
+  detail::check_labels(who, labels, features.size(0), features.dim() - 2, weight.size(0), options.ignore_index(),
+                       features.device());
+  const at::Tensor f = detail::flatten_spatial(detail::to_compute(features));
+  const at::Tensor grid_labels =
+      detail::resize_labels_nearest(labels, features.sizes().slice(2)).reshape({f.size(0), f.size(2)});
+  return detail::ground_truth_prototypes(f, weight.to(f.scalar_type()), grid_labels, options.scope(),
+                                         options.ignore_index());
+}
+
+/// Cosine classifier (paper Eqs. 3 and 6): `τ · ⟨f/(‖f‖+1e-12), w/(‖w‖+1e-12)⟩` per pixel and class.
+///
+/// `features` `[B, d, *spatial]`, `weight` `[n, d]` (shared) or `[B, n, d]` (per image)
+/// → `[B, n, *spatial]`. No normalised copy of the features is made.
+/// ```
+/// auto logits = cac::functional::cosine_logits(features, prototypes, 15.0);
+/// ```
+inline at::Tensor cosine_logits(const at::Tensor& features, const at::Tensor& weight, double tau = 15.0) {
+  constexpr const char* who = "cac::functional::cosine_logits";
+  detail::check_features(who, features, -1);
+  TORCH_CHECK(tau > 0, who, ": expected tau > 0 but got ", tau);
+  TORCH_CHECK(weight.defined() && (weight.dim() == 2 || (weight.dim() == 3 && weight.size(0) == features.size(0))) &&
+                  weight.size(-1) == features.size(1),
+              who, ": expected weight of shape [n, ", features.size(1), "] or [", features.size(0), ", n, ",
+              features.size(1), "] but got ", weight.defined() ? weight.sizes() : at::IntArrayRef{});
+  detail::check_same_device_dtype(who, "weight", weight, features);
+  const at::Tensor f = detail::flatten_spatial(detail::to_compute(features));
+  std::vector<int64_t> shape = features.sizes().vec();
+  shape[1] = weight.size(-2);
+  return detail::cosine_logits(f, weight.to(f.scalar_type()), tau).view(shape).to(features.scalar_type());
+}
+
+/// Estimated context-aware logits pp (paper Eqs. 4-6): soft prototypes from softmax(`logits`),
+/// `A = θp(prototypes ⊕ C)` per image, `pp = τ·cos(f, A)`.
+///
+/// See `cac::ContextAwareHead::forward`, which calls this with its `context_projector`.
+inline at::Tensor context_logits(const at::Tensor& features, const at::Tensor& classifier_weight,
+                                 const at::Tensor& logits, const ProjectorWeights& projector,
+                                 const ContextAwareHeadFuncOptions& options) {
+  constexpr const char* who = "cac::functional::context_logits";
+  detail::check_head_options(who, options);
+  detail::check_features(who, features, options.channels());
+  const at::Tensor weight = detail::check_classifier_weight(who, classifier_weight, features, options.num_classes());
+  detail::check_logits(who, "logits", logits, features, options.num_classes());
+  detail::check_projector(who, projector, options.channels());
+  return detail::context_logits(features, weight, logits, projector, options.tau());
+}
+
+/// Oracle context-aware logits py (paper Eqs. 1-3): ground-truth prototypes,
+/// `A_y = θy(prototypes ⊕ C)`, `py = τ·cos(f, A_y)`. Training only.
+///
+/// See `cac::ContextAwareHead::forward_train`, which calls this with its `oracle_projector`.
+inline at::Tensor oracle_logits(const at::Tensor& features, const at::Tensor& classifier_weight,
+                                const at::Tensor& labels, const ProjectorWeights& projector,
+                                const ContextAwareHeadFuncOptions& options) {
+  constexpr const char* who = "cac::functional::oracle_logits";
+  detail::check_head_options(who, options);
+  detail::check_features(who, features, options.channels());
+  const at::Tensor weight = detail::check_classifier_weight(who, classifier_weight, features, options.num_classes());
+  detail::check_labels(who, labels, features.size(0), features.dim() - 2, options.num_classes(),
+                       options.ignore_index(), features.device());
+  detail::check_projector(who, projector, options.channels());
+  return detail::oracle_logits(features, weight, labels, projector, options);
+}
+
+/// Entropy-aware, class-wise distillation from `teacher` (py) to `student` (pp)
+/// (paper Eqs. 7, 10, 11; released label mixing by default). `labels` are resized to the
+/// logits' grid with nearest; `teacher` is detached. Returns a 0-dim tensor.
+/// ```
+/// auto kl = cac::functional::entropy_aware_kl(out.context_logits, out.oracle_logits, labels);
+/// ```
+inline at::Tensor entropy_aware_kl(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& labels,
+                                   const EntropyAwareKLFuncOptions& options = {}) {
+  constexpr const char* who = "cac::functional::entropy_aware_kl";
+  detail::check_kl_options(who, options);
+  detail::check_kl_inputs(who, student, teacher, labels, options.ignore_index());
+  return detail::entropy_aware_kl(student, teacher, labels, options);
+}
+
+/// The context-aware training objective (paper Eq. 8):
+/// `logits_weight·CE(p) + context_weight·CE(pp) + oracle_weight·CE(py) + kl_weight·KL(py → pp)`.
+///
+/// Each cross-entropy upsamples its logits to the label size ((bi/tri)linear, `align_corners`)
+/// and averages over non-ignored pixels (0 when all are ignored); the distillation runs at the
+/// logits' resolution. See `cac::ContextAwareLoss`.
+inline ContextAwareLosses context_aware_loss(const ContextAwareOutput& output, const at::Tensor& labels,
+                                             const ContextAwareLossFuncOptions& options = {}) {
+  detail::check_loss_inputs("cac::functional::context_aware_loss", output, labels, options);
+  return detail::context_aware_loss(output, labels, options);
+}
+
+/// `labels` `[B, *spatial']` resized to `[B, *size]` exactly as PyTorch's
+/// `F.interpolate(labels.float(), size, mode='nearest')` does, returned as int64.
+inline at::Tensor resize_labels(const at::Tensor& labels, at::IntArrayRef size) {
+  TORCH_CHECK(labels.defined() && labels.dim() == static_cast<int64_t>(size.size()) + 1,
+              "cac::functional::resize_labels: expected labels of shape [B, ", size.size(),
+              " spatial dims] but got ", labels.defined() ? labels.sizes() : at::IntArrayRef{});
+  return detail::resize_labels_nearest(labels, size);
+}
+
+}  // namespace functional
+}  // namespace cac
