@@ -50,7 +50,7 @@ inline GradCheckResult gradcheck(const std::function<torch::Tensor(const std::ve
     return (out * projection).sum();
   };
   for (auto& x : inputs) {
-    if (x.requires_grad()) x.grad().reset();
+    if (x.requires_grad()) x.mutable_grad().reset();
   }
   auto analytic_inputs = inputs;
   scalar(analytic_inputs).backward();

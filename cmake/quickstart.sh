@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The README's Quick start. On a fresh Debian 12 machine (as root):
+#   cmake/quickstart.sh demo   installs what is missing, builds, runs the main job
+#   cmake/quickstart.sh test   installs what is missing, builds, runs the whole test suite
+# CAC_BUILD_DIR overrides the build directory (default: build).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+mode=${1:-}
+case "$mode" in
+  demo | test) ;;
+  *) echo "usage: cmake/quickstart.sh demo|test" >&2; exit 2 ;;
+esac
+build=${CAC_BUILD_DIR:-build}
+packages=(libtorch-dev catch2 libfmt-dev libopenblas0-openmp cmake g++ ninja-build ccache)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "== installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+start=$(date +%s)
+echo "== configuring and building in $build"
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release
+cmake --build "$build" -j "$(nproc)"
+built=$(date +%s)
+echo "== build took $((built - start)) s"
+
+if [[ $mode == demo ]]; then
+  "$build/examples/cac-quickstart"
+else
+  ctest --test-dir "$build" --output-on-failure -j "$(nproc)"
+  echo "== tests took $(($(date +%s) - built)) s (build $((built - start)) s)"
+fi
