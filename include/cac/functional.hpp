@@ -146,7 +146,9 @@ inline at::Tensor entropy_aware_kl(const at::Tensor& student, const at::Tensor& 
         log_p.gather(1, y.masked_fill(is_ignored, 0).unsqueeze(1)).squeeze(1) * (w - 1.0);
     pixel_loss = pixel_loss.defined() ? pixel_loss + label_term : label_term;
   }
-  const at::Tensor weight = options.entropy_weighted() ? (q * (q + 1e-12).log()).sum(1).neg_().mul_(valid) : valid;
+  // The entropy (Eq. 9) is ≥ 0; the +1e-12 makes it ≈ −1e-12 for a one-hot teacher in double, so floor it at 0.
+  const at::Tensor weight =
+      options.entropy_weighted() ? (q * (q + 1e-12).log()).sum(1).neg_().clamp_min_(0).mul_(valid) : valid;
   if (!options.class_wise()) return (pixel_loss * weight).sum() / (weight.sum() + 1e-12);
   const at::Tensor masks = one_hot_masks(y, classes, options.ignore_index(), type);  // [B, n, S]
   const at::Tensor stats = at::bmm(masks, at::stack({pixel_loss * weight, weight, valid}, -1)).sum(0);  // [n, 3]
@@ -185,6 +187,10 @@ inline void check_projector(const char* who, const ProjectorWeights& projector, 
                   projector.fc2_weight.size(1) == projector.fc1_weight.size(0),
               who, ": expected projector fc2_weight of shape [", channels, ", ", projector.fc1_weight.size(0),
               "] but got ", projector.fc2_weight.defined() ? projector.fc2_weight.sizes() : at::IntArrayRef{});
+  TORCH_CHECK(!projector.fc2_bias.defined() ||
+                  (projector.fc2_bias.dim() == 1 && projector.fc2_bias.size(0) == channels),
+              who, ": expected projector fc2_bias of shape [", channels, "] but got ",
+              projector.fc2_bias.defined() ? projector.fc2_bias.sizes() : at::IntArrayRef{});
 }
 
 /// Checks the options of a context-aware head.
@@ -205,7 +211,7 @@ inline void check_kl_options(const char* who, const EntropyAwareKLOptions& optio
 /// Checks the inputs of the distillation loss.
 inline void check_kl_inputs(const char* who, const at::Tensor& student, const at::Tensor& teacher,
                             const at::Tensor& labels, int64_t ignore_index) {
-  check_features(who, student, -1);
+  check_features(who, student, -1, "student");
   check_logits(who, "teacher", teacher, student, student.size(1));
   check_labels(who, labels, student.size(0), student.dim() - 2, student.size(1), ignore_index, student.device());
 }
@@ -215,7 +221,7 @@ inline void check_loss_inputs(const char* who, const ContextAwareOutput& output,
                               const ContextAwareLossOptions& options) {
   check_kl_options(who, options.kl());
   const at::Tensor& reference = output.context_logits;
-  check_features(who, reference, -1);
+  check_features(who, reference, -1, "context_logits");
   TORCH_CHECK(reference.dim() >= 3 && reference.dim() <= 5, who,
               ": expected context_logits with 1 to 3 spatial dims but got ", reference.sizes());
   const int64_t classes = reference.size(1);
@@ -384,9 +390,17 @@ inline ContextAwareLosses context_aware_loss(const ContextAwareOutput& output, c
 /// `labels` `[B, *spatial']` resized to `[B, *size]` exactly as PyTorch's
 /// `F.interpolate(labels.float(), size, mode='nearest')` does, returned as int64.
 inline at::Tensor resize_labels(const at::Tensor& labels, at::IntArrayRef size) {
-  TORCH_CHECK(labels.defined() && labels.dim() == static_cast<int64_t>(size.size()) + 1,
-              "cac::functional::resize_labels: expected labels of shape [B, ", size.size(),
-              " spatial dims] but got ", labels.defined() ? labels.sizes() : at::IntArrayRef{});
+  constexpr const char* who = "cac::functional::resize_labels";
+  TORCH_CHECK(labels.defined() && labels.dim() == static_cast<int64_t>(size.size()) + 1, who,
+              ": expected labels of shape [B, ", size.size(), " spatial dims] but got ",
+              labels.defined() ? labels.sizes() : at::IntArrayRef{});
+  TORCH_CHECK(at::isIntegralType(labels.scalar_type(), /*includeBool=*/false), who,
+              ": expected integer labels but got dtype ", labels.scalar_type());
+  for (size_t i = 0; i < size.size(); ++i) {
+    const int64_t in = labels.size(static_cast<int64_t>(i) + 1);
+    TORCH_CHECK(size[i] >= 0 && (in > 0 || size[i] == 0), who, ": expected output sizes >= 0 (and 0 for an empty ",
+                "input dim) but got ", size, " for labels of shape ", labels.sizes());
+  }
   return detail::resize_labels_nearest(labels, size);
 }
 

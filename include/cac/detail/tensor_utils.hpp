@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <numeric>
+#include <string>
 #include <vector>
 
 namespace cac {
@@ -31,16 +32,17 @@ inline std::vector<int64_t> spatial_sizes(const at::Tensor& tensor) {
   return tensor.sizes().slice(2).vec();
 }
 
-/// Checks that `features` is a floating `[B, d, *spatial]` tensor (d = `channels` unless
-/// `channels` < 0).
-inline void check_features(const char* who, const at::Tensor& features, int64_t channels) {
-  TORCH_CHECK(features.defined(), who, ": expected a defined features tensor but got an undefined one");
-  TORCH_CHECK(features.dim() >= 3, who, ": expected features of shape [B, d, *spatial] with at least one spatial dim but got ",
-              features.sizes());
-  TORCH_CHECK(at::isFloatingType(features.scalar_type()), who,
-              ": expected floating-point features but got dtype ", features.scalar_type());
-  TORCH_CHECK(channels < 0 || features.size(1) == channels, who, ": expected features of shape [B, ", channels,
-              ", *spatial] (d = ", channels, ") but got ", features.sizes());
+/// Checks that `tensor` (called `name` in messages) is a floating `[B, d, *spatial]` tensor
+/// (d = `channels` unless `channels` < 0).
+inline void check_features(const char* who, const at::Tensor& tensor, int64_t channels,
+                           const char* name = "features") {
+  TORCH_CHECK(tensor.defined(), who, ": expected a defined ", name, " tensor but got an undefined one");
+  TORCH_CHECK(tensor.dim() >= 3, who, ": expected ", name, " of shape [B, ", (std::string(name) == "features" ? "d" : "n"),
+              ", *spatial] with at least one spatial dim but got ", tensor.sizes());
+  TORCH_CHECK(at::isFloatingType(tensor.scalar_type()), who, ": expected floating-point ", name,
+              " but got dtype ", tensor.scalar_type());
+  TORCH_CHECK(channels < 0 || tensor.size(1) == channels, who, ": expected ", name, " of shape [B, ", channels,
+              ", *spatial] (d = ", channels, ") but got ", tensor.sizes());
 }
 
 /// Checks `other` against `features`: same device and same dtype.
@@ -74,11 +76,10 @@ inline at::Tensor check_classifier_weight(const char* who, const at::Tensor& wei
 inline void check_logits(const char* who, const char* name, const at::Tensor& logits, const at::Tensor& features,
                          int64_t num_classes) {
   TORCH_CHECK(logits.defined(), who, ": expected a defined ", name, " tensor but got an undefined one");
-  TORCH_CHECK(logits.dim() == features.dim() && logits.size(0) == features.size(0) &&
-                  logits.size(1) == num_classes && logits.sizes().slice(2).equals(features.sizes().slice(2)),
-              who, ": expected ", name, " of shape [", features.size(0), ", ", num_classes, ", ",
-              features.sizes().slice(2), "] (batch, num_classes, the features' spatial size) but got ",
-              logits.sizes());
+  std::vector<int64_t> expected = features.sizes().vec();
+  expected[1] = num_classes;
+  TORCH_CHECK(logits.sizes().equals(expected), who, ": expected ", name, " of shape ", at::IntArrayRef(expected),
+              " (batch, num_classes, the spatial size of the first argument) but got ", logits.sizes());
   check_same_device_dtype(who, name, logits, features);
 }
 
@@ -93,6 +94,9 @@ inline void check_labels(const char* who, const at::Tensor& labels, int64_t batc
               batch, ", ", spatial_dims, " spatial dims] but got ", labels.sizes());
   TORCH_CHECK(labels.device() == device, who, ": expected labels on the features' device ", device, " but got ",
               labels.device());
+  for (int64_t i = 1; i < labels.dim(); ++i) {
+    TORCH_CHECK(labels.size(i) > 0, who, ": expected labels with non-empty spatial dims but got ", labels.sizes());
+  }
   if (labels.numel() == 0) return;
   const at::Tensor bad = ((labels < 0) | (labels >= num_classes)) & (labels != ignore_index);
   if (bad.any().item<bool>()) {
