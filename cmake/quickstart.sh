@@ -12,7 +12,7 @@ case "$mode" in
   *) echo "usage: cmake/quickstart.sh demo|test" >&2; exit 2 ;;
 esac
 build=${CAC_BUILD_DIR:-build}
-packages=(libtorch-dev catch2 libfmt-dev libopenblas0-openmp cmake g++ ninja-build ccache)
+packages=(libtorch-dev catch2 libfmt-dev libopenblas0-openmp libbenchmark-dev cmake g++ ninja-build ccache)
 
 missing=()
 for p in "${packages[@]}"; do
