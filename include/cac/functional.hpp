@@ -15,6 +15,7 @@
 #include <ATen/core/Reduction.h>
 #include <c10/core/GradMode.h>
 #include <c10/util/accumulate.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 namespace cac {
 
@@ -53,11 +54,47 @@ inline at::Tensor flatten_spatial(const at::Tensor& tensor) {
   return tensor.reshape({tensor.size(0), tensor.size(1), c10::multiply_integers(tensor.sizes().slice(2))});
 }
 
+/// Eq. 4 as one autograd node whose backward uses batched products only (the generic graph
+/// accumulates a transposed `[B, S, d]` gradient into f, a strided add slower than the products).
+/// Inputs: `features` `[B, d, S]` (compute dtype), `logits` `[B, n, S]`.
+struct SoftPrototypesFunction : public torch::autograd::Function<SoftPrototypesFunction> {
+  /// P = (s fᵀ) / (Σ_i s + 1e-12) with s = softmax(logits) over classes.
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& features,
+                            const at::Tensor& logits) {
+    const at::Tensor weights = at::softmax(logits, 1, features.scalar_type());  // s, [B, n, S]
+    const at::Tensor denominator = weights.sum(-1, /*keepdim=*/true).add_(1e-12);  // [B, n, 1]
+    at::Tensor prototypes = at::bmm(weights, features.transpose(1, 2)).div_(denominator);  // [B, n, d]
+    ctx->save_for_backward({features, weights, denominator, prototypes});
+    ctx->saved_data["logits_dtype"] = static_cast<int64_t>(logits.scalar_type());
+    return prototypes;
+  }
+
+  /// With g = dL/dP and h = g / den: dL/df = hᵀ s; dL/ds = h f − Σ_d h·P; then the softmax
+  /// backward s·(dL/ds − Σ_k s·dL/ds), its class sum taken as a product with ones.
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &features = saved[0], &weights = saved[1], &denominator = saved[2], &prototypes = saved[3];
+    const at::Tensor scaled = grads[0] / denominator;                               // h, [B, n, d]
+    at::Tensor grad_features = at::bmm(scaled.transpose(1, 2), weights);            // [B, d, S]
+    at::Tensor grad_weights = at::bmm(scaled, features);                            // [B, n, S]
+    grad_weights.sub_((scaled * prototypes).sum(-1, /*keepdim=*/true));
+    const at::Tensor ones = at::ones({weights.size(0), 1, weights.size(1)}, weights.options());
+    const at::Tensor class_sum = at::bmm(ones, weights * grad_weights);            // [B, 1, S]
+    at::Tensor grad_logits = grad_weights.sub_(class_sum).mul_(weights);
+    const auto logits_dtype = static_cast<c10::ScalarType>(ctx->saved_data["logits_dtype"].toInt());
+    return {grad_features, grad_logits.to(logits_dtype)};
+  }
+};
+
 /// Unchecked Eq. 4. `features` `[B, d, S]` in the compute dtype, `logits` `[B, n, S]`.
 inline at::Tensor soft_prototypes(const at::Tensor& features, const at::Tensor& logits) {
+  if (c10::GradMode::is_enabled() && (features.requires_grad() || logits.requires_grad())) {
+    return SoftPrototypesFunction::apply(features, logits);
+  }
   const at::Tensor weights = at::softmax(logits, 1, features.scalar_type());  // [B, n, S]
   const at::Tensor sums = at::bmm(weights, features.transpose(1, 2));          // [B, n, d]
-  return sums / (weights.sum(-1, /*keepdim=*/true) + 1e-12);
+  return sums.div_(weights.sum(-1, /*keepdim=*/true).add_(1e-12));
 }
 
 /// Unchecked Eq. 1 (batch or image scope). `features` `[B, d, S]`, `classifier_weight` `[n, d]`,
@@ -66,7 +103,8 @@ inline at::Tensor ground_truth_prototypes(const at::Tensor& features, const at::
                                           const at::Tensor& labels, OracleScope scope, int64_t ignore_index) {
   const at::Tensor masks =
       one_hot_masks(labels, classifier_weight.size(0), ignore_index, features.scalar_type());  // [B, n, S]
-  at::Tensor sums = at::bmm(masks, features.transpose(1, 2));                                 // [B, n, d]
+  // f·maskᵀ rather than mask·fᵀ: the gradient reaches f as a contiguous product, not a transposed add.
+  at::Tensor sums = at::bmm(features, masks.transpose(1, 2)).transpose(1, 2);                 // [B, n, d]
   at::Tensor counts = masks.sum(-1);                                                          // [B, n]
   if (scope == OracleScope::Batch) {
     sums = sums.sum(0);
@@ -76,10 +114,10 @@ inline at::Tensor ground_truth_prototypes(const at::Tensor& features, const at::
   return at::where((counts > 0).unsqueeze(-1), means, classifier_weight.detach().expand_as(means));
 }
 
-/// Per-pixel L2 norms `[B, 1, S]` of `features` `[B, d, S]` outside autograd. On CPU, LibTorch
+/// Per-pixel L2 norms `[B, 1, S]` of `features` `[B, d, S]`, outside autograd. On CPU, LibTorch
 /// 1.13's strided reduction over d is ~5-10x slower than accumulating the d channel rows, so the
 /// rows are accumulated there; only `[B, 1, S]` is allocated either way.
-inline at::Tensor pixel_norms_inplace(const at::Tensor& features) {
+inline at::Tensor pixel_norms(const at::Tensor& features) {
   if (!features.is_cpu()) return features.norm(2, {1}, /*keepdim=*/true);
   at::Tensor sum = at::zeros({features.size(0), 1, features.size(2)}, features.options());
   at::Tensor row_sum = sum.select(1, 0);
@@ -90,20 +128,52 @@ inline at::Tensor pixel_norms_inplace(const at::Tensor& features) {
   return sum.sqrt_();
 }
 
-/// Unchecked Eqs. 3/6: τ·cos(f, w) without a normalised copy of `features` `[B, d, S]`;
+/// τ·cos(f, w) as one autograd node whose backward uses batched products only (LibTorch's
+/// generic graph for `bmm · τ/‖f‖` spends most of its time in strided reductions over d and n).
+/// Inputs: `features` `[B, d, S]`, `unit` `[B, n, d]` (rows already normalised), `tau`.
+struct CosineLogitsFunction : public torch::autograd::Function<CosineLogitsFunction> {
+  /// out = z·s with z = unit @ features and s = τ / (‖f‖ + 1e-12) per pixel.
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& features,
+                            const at::Tensor& unit, double tau) {
+    const at::Tensor norms = pixel_norms(features);                      // [B, 1, S]
+    const at::Tensor scale = (norms + 1e-12).reciprocal_().mul_(tau);   // [B, 1, S]
+    at::Tensor out = at::bmm(unit, features).mul_(scale);               // [B, n, S]
+    ctx->save_for_backward({features, unit, out, norms, scale});
+    ctx->saved_data["tau"] = tau;
+    return out;
+  }
+
+  /// With g = dL/dout: dL/dunit = (g·s) fᵀ and
+  /// dL/df = unitᵀ (g·s) − f · (Σ_k g·out) · s / (τ‖f‖), the last term 0 where ‖f‖ = 0.
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &features = saved[0], &unit = saved[1], &out = saved[2], &norms = saved[3], &scale = saved[4];
+    const double tau = ctx->saved_data["tau"].toDouble();
+    const at::Tensor& grad = grads[0];
+    const at::Tensor scaled = grad * scale;                                 // [B, n, S]
+    at::Tensor grad_unit = at::bmm(scaled, features.transpose(1, 2));      // [B, n, d]
+    at::Tensor grad_features = at::bmm(unit.transpose(1, 2), scaled);      // [B, d, S]
+    const at::Tensor ones = at::ones({out.size(0), 1, out.size(1)}, out.options());
+    at::Tensor coefficient = at::bmm(ones, grad * out);                     // Σ_k g·out, [B, 1, S]
+    coefficient.mul_(scale).div_(norms * tau).masked_fill_(norms == 0, 0);
+    grad_features.addcmul_(features, coefficient, /*value=*/-1.0);
+    return {grad_features, grad_unit, at::Tensor()};
+  }
+};
+
+/// Unchecked Eqs. 3/6:/// Unchecked Eqs. 3/6: τ·cos(f, w) without a normalised copy of `features` `[B, d, S]`;
 /// `weight` is `[n, d]` or `[B, n, d]`. Returns `[B, n, S]`.
 inline at::Tensor cosine_logits(const at::Tensor& features, const at::Tensor& weight, double tau) {
   const int64_t batch = features.size(0);
   at::Tensor unit = weight / (weight.norm(2, {-1}, /*keepdim=*/true) + 1e-12);
   if (unit.dim() == 2) unit = unit.unsqueeze(0).expand({batch, unit.size(0), unit.size(1)});
-  at::Tensor out = at::bmm(unit, features);  // [B, n, S]
-  const bool inplace = !c10::GradMode::is_enabled() || (!out.requires_grad() && !features.requires_grad());
-  if (inplace) {
-    at::Tensor scale = pixel_norms_inplace(features);  // [B, 1, S]
-    scale.add_(1e-12).reciprocal_().mul_(tau);
-    return out.mul_(scale);
+  if (c10::GradMode::is_enabled() && (unit.requires_grad() || features.requires_grad())) {
+    return CosineLogitsFunction::apply(features, unit, tau);
   }
-  return out * (tau / (features.norm(2, {1}, /*keepdim=*/true) + 1e-12));
+  at::Tensor scale = pixel_norms(features);  // [B, 1, S]
+  scale.add_(1e-12).reciprocal_().mul_(tau);
+  return at::bmm(unit, features).mul_(scale);
 }
 
 /// Unchecked projector θ applied to `input` `[..., 2d]`, in the input's dtype.
