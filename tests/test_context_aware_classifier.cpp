@@ -26,7 +26,11 @@ torch::Tensor by_hand(cac::ContextAwareClassifier<Classifier>& wrapper, const to
 TEST_CASE("ContextAwareClassifier wraps the user's classifier as is", "[ContextAwareClassifier]") {
   torch::nn::Conv2d conv(torch::nn::Conv2dOptions(6, 4, 1));
   cac::ContextAwareClassifier<torch::nn::Conv2d> wrapper(conv, kHead, 0.0);
+  // The very module and the very tensors: the user's trained weights stay where they are.
+  CHECK(wrapper->classifier.ptr() == conv.ptr());
   CHECK(wrapper->classifier->weight.data_ptr() == conv->weight.data_ptr());
+  CHECK(wrapper->classifier->bias.data_ptr() == conv->bias.data_ptr());
+  CHECK(wrapper->named_parameters()["classifier.weight"].is_same(conv->weight));
   const auto names = wrapper->named_parameters();
   std::vector<std::string> keys;
   for (const auto& item : names) keys.push_back(item.key());
@@ -49,6 +53,10 @@ TEST_CASE("ContextAwareClassifier with Conv1d, Conv3d and Linear classifiers", "
     CHECK(torch::equal(wrapper->forward(f), by_hand(wrapper, f, wrapper->classifier->forward(f))));
     const auto labels = torch::randint(0, 4, {2, 20});
     const auto out = wrapper->forward_train(f, labels);
+    const auto expected = wrapper->head->forward_train(f, wrapper->classifier->weight, wrapper->classifier->forward(f), labels);
+    CHECK(torch::equal(out.logits, expected.logits));
+    CHECK(torch::equal(out.context_logits, expected.context_logits));
+    CHECK(torch::equal(out.oracle_logits, expected.oracle_logits));
     CHECK(out.oracle_logits.sizes() == torch::IntArrayRef({2, 4, 9}));
     CHECK(std::isfinite(cac::ContextAwareLoss()->forward(out, labels).total.item<double>()));
   }
@@ -56,8 +64,12 @@ TEST_CASE("ContextAwareClassifier with Conv1d, Conv3d and Linear classifiers", "
     cac::ContextAwareClassifier<torch::nn::Conv3d> wrapper{cac::ContextAwareClassifierOptions(kHead)};
     const auto f = torch::randn({2, 6, 3, 4, 5});
     CHECK(torch::equal(wrapper->forward(f), by_hand(wrapper, f, wrapper->classifier->forward(f))));
-    CHECK(wrapper->forward_train(f, torch::randint(0, 4, {2, 6, 8, 10})).oracle_logits.sizes() ==
-          torch::IntArrayRef({2, 4, 3, 4, 5}));
+    const auto labels = torch::randint(0, 4, {2, 6, 8, 10});
+    const auto out = wrapper->forward_train(f, labels);
+    const auto expected = wrapper->head->forward_train(f, wrapper->classifier->weight, wrapper->classifier->forward(f), labels);
+    CHECK(torch::equal(out.context_logits, expected.context_logits));
+    CHECK(torch::equal(out.oracle_logits, expected.oracle_logits));
+    CHECK(out.oracle_logits.sizes() == torch::IntArrayRef({2, 4, 3, 4, 5}));
   }
   SECTION("Linear acts on the channel dim of channels-first features") {
     cac::ContextAwareClassifier<torch::nn::Linear> wrapper{cac::ContextAwareClassifierOptions(kHead)};
@@ -66,6 +78,10 @@ TEST_CASE("ContextAwareClassifier with Conv1d, Conv3d and Linear classifiers", "
     const auto p = wrapper->classifier->forward(tokens).transpose(1, 2);
     CHECK(cac_test::all_close(wrapper->classifier_logits(f), p, 1e-6, 1e-6));
     CHECK(cac_test::all_close(wrapper->forward(f), by_hand(wrapper, f, p), 1e-6, 1e-6));
+    // Channels-first features with 2 spatial dims work as well (the Linear maps dim 1).
+    const auto image = torch::randn({2, 6, 3, 4});
+    const auto image_p = wrapper->classifier->forward(image.permute({0, 2, 3, 1})).permute({0, 3, 1, 2});
+    CHECK(cac_test::all_close(wrapper->forward(image), by_hand(wrapper, image, image_p), 1e-6, 1e-6));
   }
 }
 
@@ -80,10 +96,23 @@ TEST_CASE("ContextAwareClassifier dropout feeds the classifier only", "[ContextA
     const auto dropped = at::feature_dropout(f, 0.5, true);
     CHECK_FALSE(torch::equal(dropped, f));
     CHECK(torch::equal(pp, by_hand(wrapper, f, wrapper->classifier->forward(dropped))));
+    // Another seed drops other channels: pp changes.
+    torch::manual_seed(6);
+    CHECK_FALSE(torch::equal(wrapper->forward(f), pp));
+    // forward_train: p is the dropped classifier output, pp and py use the un-dropped f.
+    const auto labels = torch::randint(0, 4, {2, 8, 8});
+    torch::manual_seed(5);
+    const auto out = wrapper->forward_train(f, labels);
+    const auto p = wrapper->classifier->forward(dropped);
+    CHECK(torch::equal(out.logits, p));
+    const auto expected = wrapper->head->forward_train(f, wrapper->classifier->weight, p, labels);
+    CHECK(torch::equal(out.context_logits, expected.context_logits));
+    CHECK(torch::equal(out.oracle_logits, expected.oracle_logits));
   }
   SECTION("evaluation: no dropout") {
     wrapper->eval();
     CHECK(torch::equal(wrapper->forward(f), by_hand(wrapper, f, wrapper->classifier->forward(f))));
+    CHECK(torch::equal(wrapper->classifier_logits(f), wrapper->classifier->forward(f)));
   }
 }
 
@@ -96,8 +125,20 @@ TEST_CASE("ContextAwareClassifier clone is deep", "[ContextAwareClassifier]") {
   CHECK(copy->options.dropout() == 0.1);
   const auto f = torch::randn({1, 6, 3, 3});
   CHECK(torch::equal(copy->forward(f), wrapper->forward(f)));
+  CHECK(copy->classifier.get() != wrapper->classifier.get());
+  CHECK(copy->head.get() != wrapper->head.get());
+  std::ostringstream a, b;
+  wrapper->pretty_print(a);
+  copy->pretty_print(b);
+  CHECK(a.str() == b.str());
   const auto original = wrapper->named_parameters(), cloned = copy->named_parameters();
   REQUIRE(cloned.size() == original.size());
+  for (const auto& item : original) {
+    CHECK(torch::equal(item.value(), cloned[item.key()]));
+    CHECK(item.value().data_ptr() != cloned[item.key()].data_ptr());
+  }
+  // The copy's own submodules are registered under the same names.
+  CHECK(copy->named_parameters()["classifier.weight"].is_same(copy->classifier->weight));
   {
     torch::NoGradGuard no_grad;
     for (auto& p : copy->parameters()) p.mul_(2.0);
@@ -106,57 +147,88 @@ TEST_CASE("ContextAwareClassifier clone is deep", "[ContextAwareClassifier]") {
 }
 
 TEST_CASE("ContextAwareClassifier rejects a classifier that does not fit", "[ContextAwareClassifier]") {
+  using Catch::Matchers::Contains;
   using Catch::Matchers::StartsWith;
-  CHECK_THROWS_WITH(cac::ContextAwareClassifier<torch::nn::Conv2d>(
-                        torch::nn::Conv2d(torch::nn::Conv2dOptions(6, 4, 3)), kHead),
-                    StartsWith("cac::ContextAwareClassifier: expected a classifier with weight of shape [4, 6, 1, ...]"));
-  CHECK_THROWS_WITH(cac::ContextAwareClassifier<torch::nn::Linear>(torch::nn::Linear(6, 5), kHead),
-                    StartsWith("cac::ContextAwareClassifier: expected a classifier with weight of shape [4, 6"));
-  CHECK_THROWS_WITH(cac::ContextAwareClassifier<torch::nn::Conv2d>(cac::ContextAwareClassifierOptions(kHead).dropout(1)),
-                    StartsWith("cac::ContextAwareClassifier: expected dropout in [0, 1) but got 1"));
+  const std::string who = "cac::ContextAwareClassifier: expected ";
+  SECTION("a 3x3 convolution") {
+    REQUIRE_THROWS_WITH(cac::ContextAwareClassifier<torch::nn::Conv2d>(torch::nn::Conv2d(torch::nn::Conv2dOptions(6, 4, 3)), kHead),
+                        StartsWith(who + "a classifier with weight of shape [4, 6, 1, ...]") &&
+                            Contains("but got [4, 6, 3, 3]"));
+  }
+  SECTION("a classifier with another d") {
+    REQUIRE_THROWS_WITH(cac::ContextAwareClassifier<torch::nn::Conv2d>(torch::nn::Conv2d(torch::nn::Conv2dOptions(5, 4, 1)), kHead),
+                        StartsWith(who + "a classifier with weight of shape [4, 6, 1, ...]") &&
+                            Contains("but got [4, 5, 1, 1]"));
+  }
+  SECTION("a classifier with another n") {
+    REQUIRE_THROWS_WITH(cac::ContextAwareClassifier<torch::nn::Linear>(torch::nn::Linear(6, 5), kHead),
+                        StartsWith(who + "a classifier with weight of shape [4, 6, 1, ...]") && Contains("but got [5, 6]"));
+  }
+  SECTION("dropout outside [0, 1)") {
+    REQUIRE_THROWS_WITH(cac::ContextAwareClassifier<torch::nn::Conv2d>(cac::ContextAwareClassifierOptions(kHead).dropout(1)),
+                        StartsWith(who + "dropout in [0, 1) but got 1"));
+    REQUIRE_THROWS_WITH(cac::ContextAwareClassifier<torch::nn::Conv2d>(cac::ContextAwareClassifierOptions(kHead).dropout(-0.1)),
+                        StartsWith(who + "dropout in [0, 1) but got -0.1"));
+  }
+  SECTION("bad head options") {
+    REQUIRE_THROWS_WITH(cac::ContextAwareClassifier<torch::nn::Conv2d>(cac::ContextAwareClassifierOptions(6, 0)),
+                        StartsWith(who + "num_classes > 0 but got 0"));
+  }
   cac::ContextAwareClassifier<torch::nn::Conv2d> wrapper{cac::ContextAwareClassifierOptions(kHead)};
-  CHECK_THROWS_WITH(wrapper->forward(torch::randn({2, 6, 9})),
-                    StartsWith("cac::ContextAwareClassifier: expected features with 2 spatial dims"));
-  CHECK_THROWS_WITH(wrapper->forward(torch::randn({2, 5, 3, 3})),
-                    StartsWith("cac::ContextAwareClassifier: expected features of shape [B, 6, *spatial]"));
+  SECTION("features with another number of spatial dims than the convolution") {
+    REQUIRE_THROWS_WITH(wrapper->forward(torch::randn({2, 6, 9})),
+                        StartsWith(who + "features with 2 spatial dims for this convolution classifier but got [2, 6, 9]"));
+  }
+  SECTION("features with another d") {
+    REQUIRE_THROWS_WITH(wrapper->forward(torch::randn({2, 5, 3, 3})),
+                        StartsWith(who + "features of shape [B, 6, *spatial] (d = 6) but got [2, 5, 3, 3]"));
+  }
+  SECTION("labels of another batch size (checked by the head)") {
+    REQUIRE_THROWS_WITH(wrapper->forward_train(torch::randn({2, 6, 3, 3}), torch::zeros({3, 6, 6}, torch::kLong)),
+                        StartsWith("cac::ContextAwareHead: expected labels of shape [2, 2 spatial dims]"));
+  }
 }
 
 namespace {
 
-// Images of 4 classes (0 = background) with two class-coloured squares each; labels at full size.
-std::pair<torch::Tensor, torch::Tensor> squares(int64_t batch, torch::Generator& gen) {
+// A generated segmentation problem: 16x16 images, 4 classes, each image containing exactly 2 of
+// them (a random rectangle of one class on a background of another), colour-coded with noise.
+std::pair<torch::Tensor, torch::Tensor> two_class_images(int64_t batch, torch::Generator& gen) {
   const int64_t size = 16;
-  auto labels = torch::zeros({batch, size, size}, torch::kLong);
+  auto labels = torch::empty({batch, size, size}, torch::kLong);
   for (int64_t b = 0; b < batch; ++b) {
-    const auto classes = torch::randperm(3, gen).add(1);
-    for (int64_t r = 0; r < 2; ++r) {
-      const auto corner = torch::randint(0, size / 2, {2}, gen);
-      const int64_t y0 = corner[0].item<int64_t>(), x0 = corner[1].item<int64_t>();
-      labels[b].slice(0, y0, y0 + size / 2).slice(1, x0, x0 + size / 2).fill_(classes[r].item<int64_t>());
-    }
+    const auto classes = torch::randperm(4, gen);
+    const auto corner = torch::randint(0, size / 2, {2}, gen);
+    const auto extent = torch::randint(4, size / 2 + 1, {2}, gen);
+    const int64_t y0 = corner[0].item<int64_t>(), x0 = corner[1].item<int64_t>();
+    labels[b].fill_(classes[0].item<int64_t>());
+    labels[b].slice(0, y0, y0 + extent[0].item<int64_t>()).slice(1, x0, x0 + extent[1].item<int64_t>())
+        .fill_(classes[1].item<int64_t>());
   }
-  const auto palette = torch::tensor({{0.f, 0.f, 0.f}, {1.f, -1.f, 0.f}, {-1.f, 1.f, 0.5f}, {0.f, -0.5f, 1.f}});
-  auto images = palette.index({labels}).permute({0, 3, 1, 2}) + torch::randn({batch, 3, size, size}, gen) * 0.5;
-  return {images, labels};
+  const auto palette = torch::tensor({{1.f, 0.f, 0.f}, {0.f, 1.f, 0.f}, {0.f, 0.f, 1.f}, {1.f, 1.f, 0.f}});
+  const auto images = palette.index({labels}).permute({0, 3, 1, 2}) + torch::randn({batch, 3, size, size}, gen) * 0.3;
+  return {images.contiguous(), labels};
 }
 
 }  // namespace
 
 TEST_CASE("a tiny network with ContextAwareClassifier trains every term down", "[ContextAwareClassifier][train]") {
+  // Conv-ReLU-Conv-ReLU-AvgPool(2): features at 8x8 while labels stay at 16x16, so the head
+  // nearest-resizes them and the losses upsample the logits. Seeded (weights and data).
   torch::manual_seed(0);
   auto gen = at::detail::createCPUGenerator(7);
   torch::nn::Sequential body(torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 16, 3).padding(1)), torch::nn::ReLU(),
-                             torch::nn::AvgPool2d(2),  // labels are nearest-resized to the 8x8 feature grid
-                             torch::nn::Conv2d(torch::nn::Conv2dOptions(16, 16, 3).padding(1)), torch::nn::ReLU());
+                             torch::nn::Conv2d(torch::nn::Conv2dOptions(16, 16, 3).padding(1)), torch::nn::ReLU(),
+                             torch::nn::AvgPool2d(2));
   cac::ContextAwareClassifier<torch::nn::Conv2d> classifier(cac::ContextAwareClassifierOptions(16, 4).dropout(0.1));
   cac::ContextAwareLoss criterion;
   std::vector<torch::Tensor> parameters = body->parameters();
   for (const auto& p : classifier->parameters()) parameters.push_back(p);
   torch::optim::Adam optimizer(parameters, torch::optim::AdamOptions(3e-3));
-  const int steps = 300, window = 20;
+  const int steps = 120, window = 10;
   std::vector<std::array<double, 4>> history;
   for (int step = 0; step < steps; ++step) {
-    auto [images, labels] = squares(8, gen);
+    auto [images, labels] = two_class_images(8, gen);
     const auto losses = criterion->forward(classifier->forward_train(body->forward(images), labels), labels);
     optimizer.zero_grad();
     losses.total.backward();
@@ -169,19 +241,20 @@ TEST_CASE("a tiny network with ContextAwareClassifier trains every term down", "
     for (int i = from; i < from + window; ++i) sum += history[i][term];
     return sum / window;
   };
-  const char* names[] = {"CE(p)", "CE(pp)", "CE(py)", "KL"};
+  const char* names[] = {"logits_ce", "context_ce", "oracle_ce", "kl"};
   for (int term = 0; term < 4; ++term) {
-    INFO(names[term] << ": first " << mean(term, 0) << ", last " << mean(term, steps - window));
-    // The KL is a cross-entropy against a soft target, so it keeps the target's entropy as a floor.
-    CHECK(mean(term, steps - window) < (term == 3 ? 0.75 : 0.5) * mean(term, 0));
+    // Measured ratios (last 10 / first 10 steps), 7 data seeds: 0.12-0.32, 0.08-0.16, 0.06-0.11, 0.30-0.38.
+    INFO(names[term] << ": first 10 steps " << mean(term, 0) << ", last 10 steps " << mean(term, steps - window));
+    CHECK(mean(term, steps - window) < 0.5 * mean(term, 0));
   }
+  // Held-out batch, inference path: pp upsampled bilinearly to the label size, argmax per pixel.
   classifier->eval();
   torch::NoGradGuard no_grad;
-  auto [images, labels] = squares(32, gen);
-  // Scored on the 8x8 feature grid, so the 2x resolution loss at square borders does not count.
-  const auto prediction = classifier->forward(body->forward(images)).argmax(1);
-  const auto grid_labels = cac::functional::resize_labels(labels, {8, 8});
-  const double accuracy = (prediction == grid_labels).to(torch::kDouble).mean().item<double>();
+  auto [images, labels] = two_class_images(32, gen);
+  const auto pp = classifier->forward(body->forward(images));
+  const auto upsampled = torch::nn::functional::interpolate(
+      pp, torch::nn::functional::InterpolateFuncOptions().size(std::vector<int64_t>{16, 16}).mode(torch::kBilinear).align_corners(false));
+  const double accuracy = (upsampled.argmax(1) == labels).to(torch::kDouble).mean().item<double>();
   INFO("held-out pixel accuracy " << accuracy);
-  CHECK(accuracy > 0.9);  // measured 0.95; mixed 2x2 cells at square borders are ambiguous
+  CHECK(accuracy > 0.9);  // measured 0.95-0.97 over 7 data seeds
 }

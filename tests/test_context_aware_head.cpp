@@ -56,8 +56,10 @@ TEST_CASE("ContextAwareHead reproduces the released code (PyTorch fixtures)", "[
 }
 
 TEST_CASE("ContextAwareHead gradients equal the released code's (PyTorch fixtures)", "[ContextAwareHead]") {
-  // d total / d every input and parameter, total = CE(p) + CE(pp) + CE(py) + KL as in the fixture.
-  for (const std::string name : {"cac_2d", "cac_1d", "cac_3d"}) {
+  // Golden values: tests/fixtures/make_fixtures.py, autograd of the float64 port of the released
+  // code; `total` = CE(p) + CE(pp) + CE(py) + KL with p = convNd(f, C, b) built here with autograd,
+  // and d total / d every input and projector parameter (measured agreement ~1e-12).
+  for (const std::string name : {"cac_2d", "cac_2d_oddsize", "cac_1d", "cac_3d"}) {
     DYNAMIC_SECTION(name) {
       const auto fx = cac_test::load_fixture(name);
       auto head = head_from_fixture(fx);
@@ -67,18 +69,24 @@ TEST_CASE("ContextAwareHead gradients equal the released code's (PyTorch fixture
       auto p = cac_test::classifier_logits(f, weight, bias);
       cac::ContextAwareLoss criterion;
       auto losses = criterion->forward(head->forward_train(f, weight, p, fx.at("labels")), fx.at("labels"));
-      CHECK(losses.total.item<double>() == Approx(fx.at("total").item<double>()).epsilon(1e-9));
+      CHECK(losses.total.item<double>() == Approx(fx.at("total").item<double>()).epsilon(1e-10));
       losses.total.backward();
-      CHECK(cac_test::all_close(f.grad(), fx.at("grad_features"), 1e-7, 1e-10));
-      CHECK(cac_test::all_close(weight.grad(), fx.at("grad_weight"), 1e-7, 1e-10));
-      CHECK(cac_test::all_close(bias.grad(), fx.at("grad_bias"), 1e-7, 1e-10));
+      const double tol = 1e-10;
+      CHECK(cac_test::all_close(f.grad(), fx.at("grad_features"), tol, tol));
+      CHECK(cac_test::all_close(weight.grad(), fx.at("grad_weight"), tol, tol));
+      CHECK(cac_test::all_close(bias.grad(), fx.at("grad_bias"), tol, tol));
       const auto params = head->named_parameters();
-      CHECK(cac_test::all_close(params["context_projector.0.weight"].grad(), fx.at("grad_proj_w1"), 1e-7, 1e-10));
-      CHECK(cac_test::all_close(params["context_projector.2.weight"].grad(), fx.at("grad_proj_w2"), 1e-7, 1e-10));
-      CHECK(cac_test::all_close(params["context_projector.2.bias"].grad(), fx.at("grad_proj_b2"), 1e-7, 1e-10));
-      CHECK(cac_test::all_close(params["oracle_projector.0.weight"].grad(), fx.at("grad_apd_w1"), 1e-7, 1e-10));
-      CHECK(cac_test::all_close(params["oracle_projector.2.weight"].grad(), fx.at("grad_apd_w2"), 1e-7, 1e-10));
-      CHECK(cac_test::all_close(params["oracle_projector.2.bias"].grad(), fx.at("grad_apd_b2"), 1e-7, 1e-10));
+      CHECK(cac_test::all_close(params["context_projector.0.weight"].grad(), fx.at("grad_proj_w1"), tol, tol));
+      CHECK(cac_test::all_close(params["context_projector.2.weight"].grad(), fx.at("grad_proj_w2"), tol, tol));
+      CHECK(cac_test::all_close(params["context_projector.2.bias"].grad(), fx.at("grad_proj_b2"), tol, tol));
+      CHECK(cac_test::all_close(params["oracle_projector.0.weight"].grad(), fx.at("grad_apd_w1"), tol, tol));
+      CHECK(cac_test::all_close(params["oracle_projector.2.weight"].grad(), fx.at("grad_apd_w2"), tol, tol));
+      CHECK(cac_test::all_close(params["oracle_projector.2.bias"].grad(), fx.at("grad_apd_b2"), tol, tol));
+      // Image scope: the fixture's total_image (same loss with py pooled per image).
+      auto image_head = head_from_fixture(fx, cac::OracleScope::Image);
+      const auto image_total =
+          criterion->forward(image_head->forward_train(f, weight, p, fx.at("labels")), fx.at("labels")).total;
+      CHECK(image_total.item<double>() == Approx(fx.at("total_image").item<double>()).epsilon(1e-10));
     }
   }
 }
@@ -134,10 +142,17 @@ TEST_CASE("ContextAwareHead gradients match finite differences", "[ContextAwareH
       CHECK(r.ok);
       CHECK(r.max_error < 1e-6);
     }
+    SECTION(std::string("forward_train (pp), scope ") + (scope == cac::OracleScope::Batch ? "Batch" : "Image")) {
+      const auto r = cac_test::gradcheck(
+          [&](const auto& x) { return head->forward_train(x[0], x[1], x[2], labels).context_logits; }, inputs);
+      CHECK(r.ok);
+      CHECK(r.max_error < 1e-6);
+    }
     SECTION(std::string("forward_train (py), scope ") + (scope == cac::OracleScope::Batch ? "Batch" : "Image")) {
       const auto r = cac_test::gradcheck(
           [&](const auto& x) { return head->forward_train(x[0], x[1], x[2], labels).oracle_logits; }, inputs);
       CHECK(r.ok);
+      CHECK(r.max_error < 1e-6);
     }
     SECTION(std::string("CE terms of the loss, scope ") + (scope == cac::OracleScope::Batch ? "Batch" : "Image")) {
       // The KL stops the gradient at its teacher (py), so finite differences of a total that includes
@@ -195,6 +210,17 @@ TEST_CASE("ContextAwareHead module contract", "[ContextAwareHead]") {
     auto head = make_head(6, 4, 2);
     CHECK(torch::equal(head->forward(pb.features, pb.weight.view({4, 6, 1, 1}), pb.logits),
                        head->forward(pb.features, pb.weight, pb.logits)));
+    // ...in training too, gradient included (it flows back to the 4-D tensor).
+    auto flat = pb.weight.clone().requires_grad_();
+    auto conv = pb.weight.view({4, 6, 1, 1}).clone().requires_grad_();
+    const auto a = head->forward_train(pb.features, flat, pb.logits, pb.labels);
+    const auto b = head->forward_train(pb.features, conv, pb.logits, pb.labels);
+    CHECK(torch::equal(a.context_logits, b.context_logits));
+    CHECK(torch::equal(a.oracle_logits, b.oracle_logits));
+    (a.context_logits.sum() + a.oracle_logits.square().sum()).backward();
+    (b.context_logits.sum() + b.oracle_logits.square().sum()).backward();
+    CHECK(conv.grad().sizes() == torch::IntArrayRef({4, 6, 1, 1}));
+    CHECK(torch::equal(conv.grad().view({4, 6}), flat.grad()));
   }
   SECTION("two calls give bitwise-identical results") {
     const auto pb = make_problem(2, 6, 4, {4, 5}, {9, 7}, 43);
@@ -207,6 +233,7 @@ TEST_CASE("ContextAwareHead module contract", "[ContextAwareHead]") {
 }
 
 TEST_CASE("ContextAwareHead rejects bad input with a clear error", "[ContextAwareHead]") {
+  // Each message starts with the module name and states the expected and the actual value.
   const auto pb = make_problem(2, 6, 4, {4, 5}, {8, 10}, 51);
   auto head = make_head(6, 4, 2);
   const auto& f = pb.features;
@@ -215,55 +242,131 @@ TEST_CASE("ContextAwareHead rejects bad input with a clear error", "[ContextAwar
   const auto& y = pb.labels;
   using Catch::Matchers::Contains;
   using Catch::Matchers::StartsWith;
-  SECTION("wrong ranks") {
-    CHECK_THROWS_WITH(head->forward(f.flatten(1), C, p), StartsWith("cac::ContextAwareHead: expected features"));
-    CHECK_THROWS_WITH(head->forward(f, C.flatten(), p), StartsWith("cac::ContextAwareHead: expected classifier_weight"));
-    CHECK_THROWS_WITH(head->forward(f, C, p.flatten(2)), StartsWith("cac::ContextAwareHead: expected logits"));
-    CHECK_THROWS_WITH(head->forward_train(f, C, p, y.flatten(1)), StartsWith("cac::ContextAwareHead: expected labels"));
+  const std::string who = "cac::ContextAwareHead: expected ";
+  SECTION("features without a spatial dim") {
+    REQUIRE_THROWS_WITH(head->forward(f.flatten(1), C, p),
+                        StartsWith(who + "features of shape [B, d, *spatial] with at least one spatial dim") &&
+                            Contains("but got [2, 120]"));
   }
-  SECTION("d or n disagreeing with the options or between arguments") {
-    auto other = make_head(8, 4, 2);
-    CHECK_THROWS_WITH(other->forward(f, C, p), Contains("expected features of shape [B, 8, *spatial]") &&
-                                                   Contains("but got [2, 6, 4, 5]"));
-    auto wider = make_head(6, 5, 2);
-    CHECK_THROWS_WITH(wider->forward(f, C, p), Contains("expected classifier_weight with n = 5 rows"));
-    CHECK_THROWS_WITH(head->forward(f, torch::randn({4, 7}, torch::kDouble), p),
-                      Contains("expected classifier_weight with d = 6 columns") && Contains("[4, 7]"));
-    CHECK_THROWS_WITH(head->forward(f, C, p.narrow(1, 0, 3)),
-                      Contains("expected logits of shape [2, 4, 4, 5]") && Contains("but got [2, 3, 4, 5]"));
-    CHECK_THROWS_AS(head->forward(f, torch::randn({4, 6, 3, 3}, torch::kDouble), p), c10::Error);
+  SECTION("undefined features") {
+    REQUIRE_THROWS_WITH(head->forward(torch::Tensor(), C, p), StartsWith(who + "a defined features tensor"));
   }
-  SECTION("logits of another spatial size") {
-    CHECK_THROWS_WITH(head->forward(f, C, p.narrow(3, 0, 4)),
-                      StartsWith("cac::ContextAwareHead: expected logits of shape [2, 4, 4, 5]"));
+  SECTION("classifier weight of rank 1") {
+    REQUIRE_THROWS_WITH(head->forward(f, C.flatten(), p),
+                        StartsWith(who + "classifier_weight of shape [n, d] or [n, d, 1, ...] but got [24]"));
   }
-  SECTION("labels: batch size, floating type, values out of range") {
-    CHECK_THROWS_WITH(head->forward_train(f, C, p, y.narrow(0, 0, 1)),
-                      StartsWith("cac::ContextAwareHead: expected labels of shape [2"));
-    CHECK_THROWS_WITH(head->forward_train(f, C, p, y.to(torch::kFloat)),
-                      StartsWith("cac::ContextAwareHead: expected integer labels but got dtype Float"));
-    CHECK_THROWS_WITH(head->forward_train(f, C, p, y.clone().fill_(4)),
-                      StartsWith("cac::ContextAwareHead: expected label values in [0, 4) or ignore_index 255 but got 4"));
-    CHECK_THROWS_WITH(head->forward_train(f, C, p, y.clone().fill_(-1)), Contains("but got -1"));
+  SECTION("classifier weight of a 3x3 convolution") {
+    REQUIRE_THROWS_WITH(head->forward(f, torch::randn({4, 6, 3, 3}, torch::kDouble), p),
+                        StartsWith(who + "classifier_weight of shape [n, d] or [n, d, 1, ...] but got [4, 6, 3, 3]"));
   }
-  SECTION("different dtypes") {
-    CHECK_THROWS_WITH(head->forward(f, C.to(torch::kFloat), p),
-                      StartsWith("cac::ContextAwareHead: expected classifier_weight of the features' dtype Double "
-                                 "but got Float"));
-    CHECK_THROWS_WITH(head->forward(f, C, p.to(torch::kFloat)), Contains("expected logits of the features' dtype"));
-    CHECK_THROWS_WITH(head->forward(f.to(torch::kLong), C, p), Contains("expected floating-point features"));
+  SECTION("logits of the wrong rank") {
+    REQUIRE_THROWS_WITH(head->forward(f, C, p.flatten(2)),
+                        StartsWith(who + "logits of shape [2, 4, 4, 5]") && Contains("but got [2, 4, 20]"));
   }
-  SECTION("bad options") {
-    CHECK_THROWS_WITH(cac::ContextAwareHead(cac::ContextAwareHeadOptions(0, 4)),
-                      StartsWith("cac::ContextAwareHead: expected channels > 0 but got 0"));
-    CHECK_THROWS_WITH(cac::ContextAwareHead(cac::ContextAwareHeadOptions(8, -1)),
-                      StartsWith("cac::ContextAwareHead: expected num_classes > 0 but got -1"));
-    CHECK_THROWS_WITH(cac::ContextAwareHead(cac::ContextAwareHeadOptions(1, 4)),
-                      StartsWith("cac::ContextAwareHead: expected hidden_channels > 0 but got 0"));
-    CHECK_THROWS_WITH(cac::ContextAwareHead(cac::ContextAwareHeadOptions(8, 4).tau(0)),
-                      StartsWith("cac::ContextAwareHead: expected tau > 0 but got 0"));
+  SECTION("labels of the wrong rank") {
+    REQUIRE_THROWS_WITH(head->forward_train(f, C, p, y.flatten(1)),
+                        StartsWith(who + "labels of shape [2, 2 spatial dims] but got [2, 80]"));
   }
-  // Different devices cannot be exercised on a CPU-only machine; the check is check_same_device_dtype.
+  SECTION("features whose d disagrees with the options") {
+    auto wider = make_head(8, 4, 2);
+    REQUIRE_THROWS_WITH(wider->forward(f, C, p),
+                        StartsWith(who + "features of shape [B, 8, *spatial] (d = 8) but got [2, 6, 4, 5]"));
+  }
+  SECTION("classifier weight whose n disagrees with the options") {
+    auto more = make_head(6, 5, 2);
+    REQUIRE_THROWS_WITH(more->forward(f, C, p),
+                        StartsWith(who + "classifier_weight with n = 5 rows (num_classes) but got [4, 6]"));
+  }
+  SECTION("classifier weight whose d disagrees with the features") {
+    REQUIRE_THROWS_WITH(head->forward(f, torch::randn({4, 7}, torch::kDouble), p),
+                        StartsWith(who + "classifier_weight with d = 6 columns") && Contains("but got [4, 7]"));
+  }
+  SECTION("logits whose n disagrees with the options") {
+    REQUIRE_THROWS_WITH(head->forward(f, C, p.narrow(1, 0, 3)),
+                        StartsWith(who + "logits of shape [2, 4, 4, 5]") && Contains("but got [2, 3, 4, 5]"));
+  }
+  SECTION("logits of another spatial size than the features") {
+    REQUIRE_THROWS_WITH(head->forward(f, C, p.narrow(3, 0, 4)),
+                        StartsWith(who + "logits of shape [2, 4, 4, 5]") && Contains("but got [2, 4, 4, 4]"));
+  }
+  SECTION("logits of another batch size than the features") {
+    REQUIRE_THROWS_WITH(head->forward(f, C, p.narrow(0, 0, 1)),
+                        StartsWith(who + "logits of shape [2, 4, 4, 5]") && Contains("but got [1, 4, 4, 5]"));
+  }
+  SECTION("labels with the wrong batch size") {
+    REQUIRE_THROWS_WITH(head->forward_train(f, C, p, y.narrow(0, 0, 1)),
+                        StartsWith(who + "labels of shape [2, 2 spatial dims] but got [1, 8, 10]"));
+  }
+  SECTION("floating labels") {
+    REQUIRE_THROWS_WITH(head->forward_train(f, C, p, y.to(torch::kFloat)),
+                        StartsWith(who + "integer labels but got dtype Float"));
+  }
+  SECTION("a label value of n") {
+    REQUIRE_THROWS_WITH(head->forward_train(f, C, p, y.clone().fill_(4)),
+                        StartsWith(who + "label values in [0, 4) or ignore_index 255 but got 4"));
+  }
+  SECTION("a negative label value") {
+    auto bad = y.clone();
+    bad[1][3][2] = -1;
+    REQUIRE_THROWS_WITH(head->forward_train(f, C, p, bad),
+                        StartsWith(who + "label values in [0, 4) or ignore_index 255 but got -1"));
+  }
+  SECTION("255 is fine, another ignore_index makes it out of range") {
+    CHECK_NOTHROW(head->forward_train(f, C, p, y.clone().fill_(255)));
+    cac::ContextAwareHead other(cac::ContextAwareHeadOptions(6, 4).ignore_index(-1));
+    other->to(torch::kDouble);
+    CHECK_NOTHROW(other->forward_train(f, C, p, y.clone().fill_(-1)));
+    REQUIRE_THROWS_WITH(other->forward_train(f, C, p, y.clone().fill_(255)),
+                        StartsWith(who + "label values in [0, 4) or ignore_index -1 but got 255"));
+  }
+  SECTION("classifier weight of another dtype") {
+    REQUIRE_THROWS_WITH(head->forward(f, C.to(torch::kFloat), p),
+                        StartsWith(who + "classifier_weight of the features' dtype Double but got Float"));
+  }
+  SECTION("logits of another dtype") {
+    REQUIRE_THROWS_WITH(head->forward(f, C, p.to(torch::kFloat)),
+                        StartsWith(who + "logits of the features' dtype Double but got Float"));
+  }
+  SECTION("integer features") {
+    REQUIRE_THROWS_WITH(head->forward(f.to(torch::kLong), C, p),
+                        StartsWith(who + "floating-point features but got dtype Long"));
+  }
+  SECTION("tensors on different devices") {
+    // A CPU-only machine has no second real device, so CUDA-vs-CPU cannot run here. The checks
+    // read only the device, so a meta tensor (shape and dtype, no storage) exercises the same code.
+    const auto meta = torch::TensorOptions().dtype(torch::kDouble).device(torch::kMeta);
+    REQUIRE_THROWS_WITH(head->forward(f, torch::empty({4, 6}, meta), p),
+                        StartsWith(who + "classifier_weight on the features' device cpu but got meta"));
+    REQUIRE_THROWS_WITH(head->forward(f, C, torch::empty({2, 4, 4, 5}, meta)),
+                        StartsWith(who + "logits on the features' device cpu but got meta"));
+    REQUIRE_THROWS_WITH(head->forward_train(f, C, p, torch::empty({2, 8, 10}, meta.dtype(torch::kLong))),
+                        StartsWith(who + "labels on the features' device cpu but got meta"));
+  }
+  SECTION("options: channels <= 0") {
+    REQUIRE_THROWS_WITH(cac::ContextAwareHead(cac::ContextAwareHeadOptions(0, 4)), StartsWith(who + "channels > 0 but got 0"));
+    REQUIRE_THROWS_WITH(cac::ContextAwareHead(cac::ContextAwareHeadOptions(-2, 4)), StartsWith(who + "channels > 0 but got -2"));
+  }
+  SECTION("options: num_classes <= 0") {
+    REQUIRE_THROWS_WITH(cac::ContextAwareHead(cac::ContextAwareHeadOptions(8, 0)), StartsWith(who + "num_classes > 0 but got 0"));
+    REQUIRE_THROWS_WITH(cac::ContextAwareHead(cac::ContextAwareHeadOptions(8, -1)), StartsWith(who + "num_classes > 0 but got -1"));
+  }
+  SECTION("options: hidden_channels <= 0") {
+    // channels = 1 makes the default channels / 2 zero.
+    REQUIRE_THROWS_WITH(cac::ContextAwareHead(cac::ContextAwareHeadOptions(1, 4)),
+                        StartsWith(who + "hidden_channels > 0 but got 0"));
+    REQUIRE_THROWS_WITH(cac::ContextAwareHead(cac::ContextAwareHeadOptions(8, 4).hidden_channels(-3)),
+                        StartsWith(who + "hidden_channels > 0 but got -3"));
+  }
+  SECTION("options: tau <= 0") {
+    REQUIRE_THROWS_WITH(cac::ContextAwareHead(cac::ContextAwareHeadOptions(8, 4).tau(0)), StartsWith(who + "tau > 0 but got 0"));
+    REQUIRE_THROWS_WITH(cac::ContextAwareHead(cac::ContextAwareHeadOptions(8, 4).tau(-1.5)),
+                        StartsWith(who + "tau > 0 but got -1.5"));
+  }
+  SECTION("every error is a c10::Error") {
+    CHECK_THROWS_AS(head->forward(f, C, p.narrow(3, 0, 4)), c10::Error);
+    CHECK_THROWS_AS(head->forward_train(f, C, p, y.to(torch::kFloat)), c10::Error);
+    CHECK_THROWS_AS(cac::ContextAwareHead(cac::ContextAwareHeadOptions(8, 4).tau(0)), c10::Error);
+  }
 }
 
 TEST_CASE("ContextAwareHead edge cases stay finite", "[ContextAwareHead]") {
@@ -287,6 +390,12 @@ TEST_CASE("ContextAwareHead edge cases stay finite", "[ContextAwareHead]") {
     const auto losses = run(pb);
     CHECK(losses.kl.item<double>() == 0.0);
     CHECK(losses.context_ce.item<double>() == 0.0);
+    CHECK(losses.total.item<double>() == 0.0);
+    // Every class absent: the oracle classifier is θy(C ⊕ C) (naive loops).
+    const auto theta_y = cac::ContextAwareHeadImpl::projector_weights(head->oracle_projector);
+    CHECK(cac_test::all_close(head->forward_train(pb.features, pb.weight, pb.logits, pb.labels).oracle_logits,
+                              naive::oracle_logits(pb.features, pb.weight, pb.labels, theta_y, 15.0, true, 255),
+                              1e-10, 1e-12));
   }
   SECTION("a batch of one") { run(make_problem(1, 6, 4, {4, 4}, {7, 7}, 62)); }
   SECTION("a class present in one image only") {
@@ -295,6 +404,16 @@ TEST_CASE("ContextAwareHead edge cases stay finite", "[ContextAwareHead]") {
     pb.labels[1].fill_(1);
     pb.labels[1][0][0] = 3;
     run(pb);
+    // Class 0 only in image 0, classes 1 and 3 only in image 1, class 2 nowhere: both scopes
+    // still match the naive loops.
+    for (const auto scope : {cac::OracleScope::Batch, cac::OracleScope::Image}) {
+      auto scoped = make_head(6, 4, 2, scope);
+      const auto theta_y = cac::ContextAwareHeadImpl::projector_weights(scoped->oracle_projector);
+      CHECK(cac_test::all_close(scoped->forward_train(pb.features, pb.weight, pb.logits, pb.labels).oracle_logits,
+                                naive::oracle_logits(pb.features, pb.weight, pb.labels, theta_y, 15.0,
+                                                     scope == cac::OracleScope::Batch, 255),
+                                1e-10, 1e-12));
+    }
   }
   SECTION("zero feature vectors") {
     auto pb = make_problem(2, 6, 4, {4, 4}, {4, 4}, 64);
@@ -311,11 +430,18 @@ TEST_CASE("ContextAwareHead edge cases stay finite", "[ContextAwareHead]") {
   }
   SECTION("B = 0") {
     const auto pb = make_problem(0, 6, 4, {4, 4}, {8, 8}, 66);
-    const auto out = head->forward_train(pb.features, pb.weight, pb.logits, pb.labels);
+    auto f = pb.features.clone().requires_grad_();
+    auto C = pb.weight.clone().requires_grad_();
+    const auto out = head->forward_train(f, C, cac_test::classifier_logits(f, C, pb.bias), pb.labels);
     CHECK(out.context_logits.sizes() == torch::IntArrayRef({0, 4, 4, 4}));
     CHECK(out.oracle_logits.sizes() == torch::IntArrayRef({0, 4, 4, 4}));
+    CHECK(head->forward(pb.features, pb.weight, pb.logits).sizes() == torch::IntArrayRef({0, 4, 4, 4}));
     cac::ContextAwareLoss criterion;
-    CHECK(criterion->forward(out, pb.labels).total.item<double>() == 0.0);
+    const auto losses = criterion->forward(out, pb.labels);
+    CHECK(losses.total.item<double>() == 0.0);
+    losses.total.backward();
+    CHECK(f.grad().sizes() == f.sizes());
+    CHECK(finite(C.grad()));
   }
 }
 
@@ -341,7 +467,8 @@ TEST_CASE("ContextAwareHead inference is lean", "[ContextAwareHead]") {
   const auto f = torch::randn({B, d, h, w});
   const auto C = torch::randn({n, d}) * 0.05;
   const auto p = torch::randn({B, n, h, w});
-  const auto reference = head->forward(f, C, p);  // grad mode: the out-of-place path
+  // Reference: grad mode with features requiring grad, i.e. the autograd path (custom nodes).
+  const auto reference = head->forward(f.clone().requires_grad_(), C, p).detach();
   const size_t feature_bytes = B * d * h * w * sizeof(float);
   cac_test::AllocationTracker tracker;
   torch::Tensor lean;
@@ -356,4 +483,7 @@ TEST_CASE("ContextAwareHead inference is lean", "[ContextAwareHead]") {
   CHECK(tracker.largest < feature_bytes / 4);
   CHECK(tracker.total < feature_bytes);
   CHECK(cac_test::all_close(lean, reference, 1e-5, 1e-6));
+  // ...and both agree with the naive loops in double.
+  const auto theta_p = cac::ContextAwareHeadImpl::projector_weights(head->context_projector);
+  CHECK(cac_test::all_close(lean, naive::context_logits(f, C, p, theta_p, 15.0), 1e-5, 1e-5));
 }

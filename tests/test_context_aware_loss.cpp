@@ -33,7 +33,37 @@ TEST_CASE("ContextAwareLoss terms equal the released code's (PyTorch fixtures)",
       CHECK(losses.oracle_ce.item<double>() == Approx(fx.at("ce_py").item<double>()).epsilon(1e-10));
       CHECK(losses.kl.item<double>() == Approx(fx.at("kl").item<double>()).epsilon(1e-9));
       CHECK(losses.total.item<double>() == Approx(fx.at("total").item<double>()).epsilon(1e-9));
+      // Image-scope oracle logits: the fixture's ce_py_image, kl_image, total_image.
+      const auto image = criterion->forward({fx.at("logits"), fx.at("pp"), fx.at("py_image")}, fx.at("labels"));
+      CHECK(image.oracle_ce.item<double>() == Approx(fx.at("ce_py_image").item<double>()).epsilon(1e-10));
+      CHECK(image.kl.item<double>() == Approx(fx.at("kl_image").item<double>()).epsilon(1e-9));
+      CHECK(image.total.item<double>() == Approx(fx.at("total_image").item<double>()).epsilon(1e-9));
     }
+  }
+}
+
+TEST_CASE("ContextAwareLoss agrees with the naive loops", "[ContextAwareLoss]") {
+  // naive::cross_entropy on logits upsampled by torch::nn::functional::interpolate, naive::distill.
+  for (const auto& spatial : std::vector<std::vector<int64_t>>{{7}, {4, 5}, {2, 3, 4}}) {
+    std::vector<int64_t> label_spatial;
+    for (const auto s : spatial) label_spatial.push_back(2 * s + 1);
+    const auto pb = cac_test::make_problem(2, 6, 4, spatial, label_spatial, 101);
+    const cac::ContextAwareOutput out{pb.logits, pb.logits * 0.7 + 0.1, pb.logits.flip(1)};
+    const auto losses = cac::ContextAwareLoss()->forward(out, pb.labels);
+    const auto mode = spatial.size() == 1 ? F::InterpolateFuncOptions::mode_t(torch::kLinear)
+                      : spatial.size() == 2 ? F::InterpolateFuncOptions::mode_t(torch::kBilinear)
+                                            : F::InterpolateFuncOptions::mode_t(torch::kTrilinear);
+    auto naive_ce = [&](const torch::Tensor& logits) {
+      const auto up = F::interpolate(logits, F::InterpolateFuncOptions().size(label_spatial).mode(mode).align_corners(false));
+      return naive::cross_entropy(up, pb.labels, 255).item<double>();
+    };
+    CHECK(losses.logits_ce.item<double>() == Approx(naive_ce(out.logits)).epsilon(1e-12));
+    CHECK(losses.context_ce.item<double>() == Approx(naive_ce(out.context_logits)).epsilon(1e-12));
+    CHECK(losses.oracle_ce.item<double>() == Approx(naive_ce(out.oracle_logits)).epsilon(1e-12));
+    const double kl = naive::distill(out.context_logits, out.oracle_logits, pb.labels, 0.5, true, true, 255).item<double>();
+    CHECK(losses.kl.item<double>() == Approx(kl).epsilon(1e-12));
+    CHECK(losses.total.item<double>() ==
+          Approx(naive_ce(out.logits) + naive_ce(out.context_logits) + naive_ce(out.oracle_logits) + kl).epsilon(1e-12));
   }
 }
 
@@ -53,9 +83,27 @@ TEST_CASE("ContextAwareLoss weights remove exactly their term (paper Table 2)", 
   CHECK(total(cac::ContextAwareLossOptions().oracle_weight(0)) == Approx(ce_p + ce_pp + kl).epsilon(1e-12));
   CHECK(total(cac::ContextAwareLossOptions().kl_weight(2.5).oracle_weight(0.5)) ==
         Approx(ce_p + ce_pp + 0.5 * ce_py + 2.5 * kl).epsilon(1e-12));
-  // A zero-weight term is still reported.
-  const auto no_kl = cac::ContextAwareLoss(cac::ContextAwareLossOptions().kl_weight(0))->forward(out, y);
-  CHECK(no_kl.kl.item<double>() == Approx(kl).epsilon(1e-12));
+  // A zero-weight term is still reported, unchanged, as are the others.
+  for (const auto& options : {cac::ContextAwareLossOptions().kl_weight(0), cac::ContextAwareLossOptions().logits_weight(0),
+                              cac::ContextAwareLossOptions().context_weight(0),
+                              cac::ContextAwareLossOptions().oracle_weight(0)}) {
+    const auto losses = cac::ContextAwareLoss(options)->forward(out, y);
+    CHECK(losses.logits_ce.item<double>() == ce_p);
+    CHECK(losses.context_ce.item<double>() == ce_pp);
+    CHECK(losses.oracle_ce.item<double>() == ce_py);
+    CHECK(losses.kl.item<double>() == kl);
+  }
+  // ...and a zero-weight term is out of the gradient too: with only the KL weighted 0, d total / d py
+  // is d CE(py) / d py (the KL never sends gradient to its teacher anyway), and with only the
+  // context weight 0, d total / d pp is the KL's alone.
+  SECTION("zero weights remove their term from the gradient") {
+    auto pp = out.context_logits.clone().requires_grad_();
+    cac::ContextAwareLoss(cac::ContextAwareLossOptions().context_weight(0))->forward({out.logits, pp, out.oracle_logits}, y)
+        .total.backward();
+    auto pp_kl = out.context_logits.clone().requires_grad_();
+    cac::functional::entropy_aware_kl(pp_kl, out.oracle_logits, y).backward();
+    CHECK(cac_test::all_close(pp.grad(), pp_kl.grad(), 1e-12, 1e-14));
+  }
   SECTION("undefined oracle logits work only without the oracle and KL terms") {
     const cac::ContextAwareOutput inference{out.logits, out.context_logits, torch::Tensor()};
     const auto losses =
@@ -90,11 +138,51 @@ TEST_CASE("ContextAwareLoss cross-entropy: upsampling, align_corners, ignored pi
     CHECK(losses.oracle_ce.item<double>() == Approx(by_hand(out.oracle_logits, align)).epsilon(1e-12));
   }
   CHECK(by_hand(out.logits, false) != Approx(by_hand(out.logits, true)));  // the option matters here
-  SECTION("all labels ignored gives 0, not NaN") {
+  SECTION("1-D logits use linear and 3-D logits trilinear upsampling") {
+    for (const auto& spatial : std::vector<std::vector<int64_t>>{{6}, {2, 3, 4}}) {
+      std::vector<int64_t> label_spatial;
+      for (const auto s : spatial) label_spatial.push_back(3 * s - 1);
+      const auto q = cac_test::make_problem(2, 5, 3, spatial, label_spatial, 83);
+      const auto mode = spatial.size() == 1 ? F::InterpolateFuncOptions::mode_t(torch::kLinear)
+                                            : F::InterpolateFuncOptions::mode_t(torch::kTrilinear);
+      for (const bool align : {false, true}) {
+        const auto up =
+            F::interpolate(q.logits, F::InterpolateFuncOptions().size(label_spatial).mode(mode).align_corners(align));
+        const double expected =
+            F::cross_entropy(up, q.labels, F::CrossEntropyFuncOptions().ignore_index(255)).item<double>();
+        const auto losses = cac::ContextAwareLoss(cac::ContextAwareLossOptions().align_corners(align))
+                                ->forward({q.logits, q.logits, q.logits}, q.labels);
+        CHECK(losses.logits_ce.item<double>() == Approx(expected).epsilon(1e-12));
+        CHECK(losses.context_ce.item<double>() == Approx(expected).epsilon(1e-12));
+      }
+    }
+  }
+  SECTION("labels at the logits' size: no resampling") {
+    const auto q = cac_test::make_problem(2, 6, 4, {4, 5}, {4, 5}, 84);
+    const auto losses = cac::ContextAwareLoss()->forward({q.logits, q.logits, q.logits}, q.labels);
+    CHECK(losses.logits_ce.item<double>() == Approx(naive::cross_entropy(q.logits, q.labels, 255).item<double>()).epsilon(1e-12));
+  }
+  SECTION("all labels ignored gives 0, not NaN, with a finite zero gradient") {
     const auto ignored = torch::full_like(pb.labels, 255);
-    const auto losses = cac::ContextAwareLoss()->forward(out, ignored);
+    auto logits = pb.logits.detach().clone().requires_grad_();
+    const auto losses = cac::ContextAwareLoss()->forward({logits, logits * 0.5, logits * 2.0}, ignored);
     CHECK(losses.logits_ce.item<double>() == 0.0);
+    CHECK(losses.context_ce.item<double>() == 0.0);
+    CHECK(losses.oracle_ce.item<double>() == 0.0);
+    CHECK(losses.kl.item<double>() == 0.0);
     CHECK(losses.total.item<double>() == 0.0);
+    losses.total.backward();
+    CHECK(logits.grad().abs().max().item<double>() == 0.0);
+  }
+  SECTION("half and bfloat16 logits give float32 losses close to double") {
+    const auto reference = cac::ContextAwareLoss()->forward(out, pb.labels);
+    for (const auto dtype : {torch::kFloat, torch::kHalf, torch::kBFloat16}) {
+      const auto losses = cac::ContextAwareLoss()->forward(
+          {out.logits.to(dtype), out.context_logits.to(dtype), out.oracle_logits.to(dtype)}, pb.labels);
+      CHECK(losses.total.scalar_type() == torch::kFloat);
+      // bfloat16 keeps 8 mantissa bits: logits of size ~3 move by ~1e-2, the total by less.
+      CHECK(losses.total.item<double>() == Approx(reference.total.item<double>()).epsilon(dtype == torch::kFloat ? 1e-6 : 2e-2));
+    }
   }
   SECTION("another ignore_index") {
     auto labels = pb.labels.masked_fill(pb.labels == 255, 7);
@@ -113,21 +201,90 @@ TEST_CASE("ContextAwareLoss module contract and errors", "[ContextAwareLoss]") {
           "align_corners=false, ignore_index=255, teacher_weight=0.5, entropy_weighted=true, class_wise=true)");
   }
   const auto pb = cac_test::make_problem(2, 6, 4, {4, 5}, {8, 10}, 91);
-  const cac::ContextAwareOutput out{pb.logits, pb.logits, pb.logits};
+  const auto& p = pb.logits;
+  const auto& y = pb.labels;
+  const cac::ContextAwareOutput out{p, p, p};
   cac::ContextAwareLoss criterion;
+  using Catch::Matchers::Contains;
   using Catch::Matchers::StartsWith;
-  CHECK_THROWS_WITH(criterion->forward(out, pb.labels.to(torch::kFloat)),
-                    StartsWith("cac::ContextAwareLoss: expected integer labels"));
-  CHECK_THROWS_WITH(criterion->forward(out, pb.labels.narrow(0, 0, 1)),
-                    StartsWith("cac::ContextAwareLoss: expected labels of shape [2"));
-  CHECK_THROWS_WITH(criterion->forward(out, pb.labels.clone().fill_(9)),
-                    StartsWith("cac::ContextAwareLoss: expected label values in [0, 4)"));
-  CHECK_THROWS_WITH(criterion->forward({pb.logits.narrow(1, 0, 3), pb.logits, pb.logits}, pb.labels),
-                    StartsWith("cac::ContextAwareLoss: expected logits of shape [2, 4, 4, 5]"));
-  CHECK_THROWS_WITH(criterion->forward({pb.logits, pb.logits.flatten(2), pb.logits}, pb.labels.flatten(1)),
-                    StartsWith("cac::ContextAwareLoss: expected logits of shape [2, 4, 20]"));
-  CHECK_THROWS_WITH(criterion->forward({pb.logits, pb.logits.unsqueeze(-1).unsqueeze(-1), pb.logits}, pb.labels),
-                    StartsWith("cac::ContextAwareLoss: expected context_logits with 1 to 3 spatial dims"));
-  CHECK_THROWS_WITH(cac::ContextAwareLoss(cac::ContextAwareLossOptions().kl(cac::EntropyAwareKLOptions().teacher_weight(2))),
-                    StartsWith("cac::ContextAwareLoss: expected teacher_weight in [0, 1] but got 2"));
+  const std::string who = "cac::ContextAwareLoss: expected ";
+  SECTION("floating labels") {
+    REQUIRE_THROWS_WITH(criterion->forward(out, y.to(torch::kFloat)), StartsWith(who + "integer labels but got dtype Float"));
+  }
+  SECTION("labels with the wrong batch size") {
+    REQUIRE_THROWS_WITH(criterion->forward(out, y.narrow(0, 0, 1)),
+                        StartsWith(who + "labels of shape [2, 2 spatial dims] but got [1, 8, 10]"));
+  }
+  SECTION("labels with the wrong rank") {
+    REQUIRE_THROWS_WITH(criterion->forward(out, y.flatten(1)),
+                        StartsWith(who + "labels of shape [2, 2 spatial dims] but got [2, 80]"));
+  }
+  SECTION("label values out of range") {
+    REQUIRE_THROWS_WITH(criterion->forward(out, y.clone().fill_(9)),
+                        StartsWith(who + "label values in [0, 4) or ignore_index 255 but got 9"));
+  }
+  SECTION("p with another number of classes than pp") {
+    REQUIRE_THROWS_WITH(criterion->forward({p.narrow(1, 0, 3), p, p}, y),
+                        StartsWith(who + "logits of shape [2, 4, 4, 5]") && Contains("but got [2, 3, 4, 5]"));
+  }
+  SECTION("py of another spatial size than pp") {
+    REQUIRE_THROWS_WITH(criterion->forward({p, p, p.narrow(2, 0, 3)}, y),
+                        StartsWith(who + "oracle_logits of shape [2, 4, 4, 5]") && Contains("but got [2, 4, 3, 5]"));
+  }
+  SECTION("p of another rank than pp") {
+    REQUIRE_THROWS_WITH(criterion->forward({p, p.flatten(2), p}, y.flatten(1)),
+                        StartsWith(who + "logits of shape [2, 4, 20]"));
+  }
+  SECTION("pp with 4 spatial dims") {
+    REQUIRE_THROWS_WITH(criterion->forward({p, p.unsqueeze(-1).unsqueeze(-1), p}, y),
+                        StartsWith(who + "context_logits with 1 to 3 spatial dims"));
+  }
+  SECTION("undefined pp") {
+    REQUIRE_THROWS_WITH(criterion->forward({p, torch::Tensor(), p}, y),
+                        StartsWith(who + "a defined context_logits tensor"));
+  }
+  SECTION("integer pp") {
+    REQUIRE_THROWS_WITH(criterion->forward({p, p.to(torch::kLong), p}, y),
+                        StartsWith(who + "floating-point context_logits but got dtype Long"));
+  }
+  SECTION("different dtypes") {
+    REQUIRE_THROWS_WITH(criterion->forward({p.to(torch::kFloat), p, p}, y),
+                        StartsWith(who + "logits of the features' dtype Double but got Float"));
+    REQUIRE_THROWS_WITH(criterion->forward({p, p, p.to(torch::kFloat)}, y),
+                        StartsWith(who + "oracle_logits of the features' dtype Double but got Float"));
+  }
+  SECTION("undefined p with logits_weight != 0") {
+    REQUIRE_THROWS_WITH(criterion->forward({torch::Tensor(), p, p}, y),
+                        StartsWith(who + "defined logits (p) for logits_weight 1"));
+    const auto losses = cac::ContextAwareLoss(cac::ContextAwareLossOptions().logits_weight(0))->forward({torch::Tensor(), p, p}, y);
+    CHECK(losses.logits_ce.item<double>() == 0.0);
+    CHECK(std::isfinite(losses.total.item<double>()));
+  }
+  SECTION("teacher_weight outside [0, 1]") {
+    REQUIRE_THROWS_WITH(cac::ContextAwareLoss(cac::ContextAwareLossOptions().kl(cac::EntropyAwareKLOptions().teacher_weight(2))),
+                        StartsWith(who + "teacher_weight in [0, 1] but got 2"));
+    CHECK_THROWS_AS(cac::ContextAwareLoss(cac::ContextAwareLossOptions().kl(cac::EntropyAwareKLOptions().teacher_weight(-0.5))),
+                    c10::Error);
+  }
+}
+
+TEST_CASE("ContextAwareLoss gradients match finite differences", "[ContextAwareLoss]") {
+  // In double on a tiny problem. The KL stops the gradient at its teacher py by design, so py is
+  // checked with kl_weight 0 and p, pp with the full loss.
+  const auto pb = cac_test::make_problem(2, 4, 3, {3, 3}, {5, 4}, 111);
+  std::vector<torch::Tensor> inputs = {pb.logits.detach().clone().requires_grad_(),
+                                       (pb.logits.detach() * 0.5).requires_grad_(), pb.logits.detach().flip(1).clone()};
+  for (const bool align : {false, true}) {
+    cac::ContextAwareLoss full(cac::ContextAwareLossOptions().align_corners(align));
+    const auto r = cac_test::gradcheck([&](const auto& x) { return full->forward({x[0], x[1], x[2]}, pb.labels).total; },
+                                       inputs);
+    CHECK(r.ok);
+    CHECK(r.max_error < 1e-7);
+  }
+  inputs[2].requires_grad_();
+  cac::ContextAwareLoss no_kl(cac::ContextAwareLossOptions().kl_weight(0));
+  const auto r = cac_test::gradcheck([&](const auto& x) { return no_kl->forward({x[0], x[1], x[2]}, pb.labels).total; },
+                                     inputs);
+  CHECK(r.ok);
+  CHECK(r.max_error < 1e-7);
 }
