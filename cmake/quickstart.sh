@@ -12,7 +12,7 @@ case "$mode" in
   *) echo "usage: cmake/quickstart.sh demo|test" >&2; exit 2 ;;
 esac
 build=${CAC_BUILD_DIR:-build}
-packages=(libtorch-dev catch2 libfmt-dev libopenblas0-openmp libbenchmark-dev cmake g++ ninja-build ccache)
+packages=(libtorch-dev catch2 libfmt-dev libopenblas0-openmp libbenchmark-dev cmake g++ ninja-build ccache libcli11-dev)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -35,6 +35,8 @@ echo "== build took $((built - start)) s"
 if [[ $mode == demo ]]; then
   "$build/examples/cac-quickstart"
 else
-  ctest --test-dir "$build" --output-on-failure -j "$(nproc)"
+  status=0
+  ctest --test-dir "$build" --output-on-failure -j "$(nproc)" || status=$?
   echo "== tests took $(($(date +%s) - built)) s (build $((built - start)) s)"
+  exit "$status"
 fi
