@@ -1,0 +1,172 @@
+#include "registry.hpp"
+
+#include "backbones/hrnet.hpp"
+#include "heads/fcn_head.hpp"
+#include "heads/ocr_head.hpp"
+#include "heads/sep_aspp_head.hpp"
+#include "heads/uper_head.hpp"
+
+#include <functional>
+#include <numeric>
+#include <sstream>
+
+namespace cac_models {
+
+namespace {
+
+constexpr const char* kWho = "cac_models::make_model";
+/// Width d of every Table 1 decode head.
+constexpr int64_t kChannels = 512;
+
+/// The auxiliary head of every Table 1 model but OCRNet: FCNHead on stage 2, one 3×3 conv of
+/// 256 channels, no concatenation, dropout 0.1, loss weight 0.4.
+std::shared_ptr<DecodeHeadImpl> auxiliary_fcn(int64_t in_channels, const ModelOptions& options) {
+  return std::make_shared<FCNHeadImpl>(FCNHeadOptions(DecodeHeadOptions({in_channels}, 256, options.num_classes)
+                                                          .in_index({2})
+                                                          .loss_weight(0.4)
+                                                          .norm(options.norm))
+                                           .num_convs(1)
+                                           .concat_input(false));
+}
+
+/// FCN (configs/_base_/models/fcn_r50-d8.py): 2 convs 3×3 with concat_input on the last stage.
+EncoderDecoder fcn(std::shared_ptr<BackboneImpl> backbone, const ModelOptions& options) {
+  const auto channels = backbone->out_channels();
+  auto head = std::make_shared<FCNHeadImpl>(
+      FCNHeadOptions(DecodeHeadOptions({channels.at(3)}, kChannels, options.num_classes)
+                         .in_index({3})
+                         .cac(options.cac)
+                         .norm(options.norm))
+          .num_convs(2)
+          .concat_input(true));
+  return EncoderDecoder(backbone, head, auxiliary_fcn(channels.at(2), options));
+}
+
+/// DeepLabV3+ (configs/_base_/models/deeplabv3plus_r50-d8.py): ASPP dilations (1, 12, 24, 36) on
+/// the last stage, c1 branch 48 channels on stage 0.
+EncoderDecoder deeplabv3plus(std::shared_ptr<BackboneImpl> backbone, const ModelOptions& options) {
+  const auto channels = backbone->out_channels();
+  auto head = std::make_shared<DepthwiseSeparableASPPHeadImpl>(DepthwiseSeparableASPPHeadOptions(
+      DecodeHeadOptions({channels.at(3)}, kChannels, options.num_classes)
+          .in_index({3})
+          .cac(options.cac)
+          .norm(options.norm),
+      channels.at(0), 48));
+  return EncoderDecoder(backbone, head, auxiliary_fcn(channels.at(2), options));
+}
+
+/// UperNet (configs/_base_/models/upernet_r50.py): PPM (1, 2, 3, 6) + FPN over the 4 stages.
+EncoderDecoder upernet(std::shared_ptr<BackboneImpl> backbone, const ModelOptions& options) {
+  const auto channels = backbone->out_channels();
+  TORCH_CHECK(channels.size() == 4, kWho, ": expected a backbone with 4 output stages but got ", channels.size());
+  auto head = std::make_shared<UPerHeadImpl>(UPerHeadOptions(DecodeHeadOptions(channels, kChannels, options.num_classes)
+                                                                 .in_index({0, 1, 2, 3})
+                                                                 .input_transform(InputTransform::MultipleSelect)
+                                                                 .cac(options.cac)
+                                                                 .norm(options.norm)));
+  return EncoderDecoder(backbone, head, auxiliary_fcn(channels.at(2), options));
+}
+
+/// OCRNet (configs/_base_/models/ocrnet_hr18.py): a cascade of an FCNHead (1×1 conv over the
+/// resized concatenation of all HRNet branches, no dropout, loss weight 0.4) and an OCRHead
+/// (512 channels, OCR 256, no dropout); no auxiliary head. CAC goes into the OCR stage.
+EncoderDecoder ocrnet(std::shared_ptr<BackboneImpl> backbone, const ModelOptions& options) {
+  const auto channels = backbone->out_channels();
+  TORCH_CHECK(channels.size() == 4, kWho, ": expected a backbone with 4 output stages but got ", channels.size());
+  const int64_t sum = std::accumulate(channels.begin(), channels.end(), int64_t{0});
+  auto first = std::make_shared<FCNHeadImpl>(FCNHeadOptions(DecodeHeadOptions(channels, sum, options.num_classes)
+                                                                .in_index({0, 1, 2, 3})
+                                                                .input_transform(InputTransform::ResizeConcat)
+                                                                .dropout_ratio(-1)
+                                                                .loss_weight(0.4)
+                                                                .norm(options.norm))
+                                                 .num_convs(1)
+                                                 .kernel_size(1)
+                                                 .concat_input(false));
+  auto second = std::make_shared<OCRHeadImpl>(OCRHeadOptions(DecodeHeadOptions(channels, kChannels, options.num_classes)
+                                                                 .in_index({0, 1, 2, 3})
+                                                                 .input_transform(InputTransform::ResizeConcat)
+                                                                 .dropout_ratio(-1)
+                                                                 .cac(options.cac)
+                                                                 .norm(options.norm))
+                                                  .ocr_channels(256));
+  return EncoderDecoder(backbone, std::vector<std::shared_ptr<DecodeHeadImpl>>{first, second});
+}
+
+// ---- Backbones of Table 1 ----------------------------------------------------------------------
+
+[[noreturn]] std::shared_ptr<BackboneImpl> not_yet(const char* backbone) {
+  TORCH_CHECK(false, kWho, ": the ", backbone, " backbone is not available in this build yet");
+  throw;  // unreachable
+}
+
+std::shared_ptr<BackboneImpl> mobilenet_v2_d8(const ModelOptions&) { not_yet("MobileNetV2"); }
+std::shared_ptr<BackboneImpl> resnet_v1c_d8(int, const ModelOptions&) { not_yet("ResNetV1c"); }
+std::shared_ptr<BackboneImpl> resnet_v1c(int, const ModelOptions&) { not_yet("ResNetV1c"); }
+/// HRNetV2-W18/W48 (configs/_base_/models/ocrnet_hr18.py, widths 18/48): all four branches out.
+std::shared_ptr<BackboneImpl> hrnetv2(int64_t width, const ModelOptions& o) {
+  return make_hrnetv2(width, HRNetOptions().norm(o.norm));
+}
+std::shared_ptr<BackboneImpl> swin(const std::string&, const ModelOptions&) { not_yet("Swin"); }
+
+struct Entry {
+  std::string name;
+  std::string description;
+  std::function<EncoderDecoder(const ModelOptions&)> make;
+};
+
+const std::vector<Entry>& entries() {
+  static const std::vector<Entry> table{
+      {"fcn_mobilenetv2", "FCN (FCNHead) on MobileNetV2 (widen 1.0, D8), auxiliary FCNHead",
+       [](const ModelOptions& o) { return fcn(mobilenet_v2_d8(o), o); }},
+      {"deeplabv3plus_mobilenetv2", "DeepLabV3+ (DepthwiseSeparableASPPHead) on MobileNetV2 (D8), auxiliary FCNHead",
+       [](const ModelOptions& o) { return deeplabv3plus(mobilenet_v2_d8(o), o); }},
+      {"ocrnet_hrnetv2_w18", "OCRNet (FCNHead + OCRHead cascade) on HRNetV2-W18",
+       [](const ModelOptions& o) { return ocrnet(hrnetv2(18, o), o); }},
+      {"upernet_r50", "UperNet (UPerHead) on ResNetV1c-50, auxiliary FCNHead",
+       [](const ModelOptions& o) { return upernet(resnet_v1c(50, o), o); }},
+      {"deeplabv3plus_r50", "DeepLabV3+ (DepthwiseSeparableASPPHead) on ResNetV1c-50 (D8), auxiliary FCNHead",
+       [](const ModelOptions& o) { return deeplabv3plus(resnet_v1c_d8(50, o), o); }},
+      {"ocrnet_hrnetv2_w48", "OCRNet (FCNHead + OCRHead cascade) on HRNetV2-W48",
+       [](const ModelOptions& o) { return ocrnet(hrnetv2(48, o), o); }},
+      {"upernet_r101", "UperNet (UPerHead) on ResNetV1c-101, auxiliary FCNHead",
+       [](const ModelOptions& o) { return upernet(resnet_v1c(101, o), o); }},
+      {"deeplabv3plus_r101", "DeepLabV3+ (DepthwiseSeparableASPPHead) on ResNetV1c-101 (D8), auxiliary FCNHead",
+       [](const ModelOptions& o) { return deeplabv3plus(resnet_v1c_d8(101, o), o); }},
+      {"upernet_swin_tiny", "UperNet (UPerHead) on Swin-T (window 7), auxiliary FCNHead",
+       [](const ModelOptions& o) { return upernet(swin("tiny", o), o); }},
+      {"upernet_swin_base", "UperNet (UPerHead) on Swin-B (window 12, ImageNet-22K), auxiliary FCNHead",
+       [](const ModelOptions& o) { return upernet(swin("base", o), o); }},
+      {"upernet_swin_large", "UperNet (UPerHead) on Swin-L (window 12, ImageNet-22K), auxiliary FCNHead",
+       [](const ModelOptions& o) { return upernet(swin("large", o), o); }},
+  };
+  return table;
+}
+
+const Entry& find(const std::string& name) {
+  for (const auto& entry : entries()) {
+    if (entry.name == name) return entry;
+  }
+  std::ostringstream known;
+  for (const auto& entry : entries()) known << (known.tellp() > 0 ? ", " : "") << entry.name;
+  TORCH_CHECK(false, kWho, ": expected a model name among ", known.str(), " but got '", name, "'");
+  throw;  // unreachable
+}
+
+}  // namespace
+
+EncoderDecoder make_model(const std::string& name, const ModelOptions& options) {
+  const Entry& entry = find(name);
+  TORCH_CHECK(options.num_classes > 0, kWho, ": expected a positive num_classes but got ", options.num_classes);
+  return entry.make(options);
+}
+
+std::vector<std::string> model_names() {
+  std::vector<std::string> names;
+  for (const auto& entry : entries()) names.push_back(entry.name);
+  return names;
+}
+
+std::string model_description(const std::string& name) { return find(name).description; }
+
+}  // namespace cac_models

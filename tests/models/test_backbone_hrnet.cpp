@@ -1,0 +1,383 @@
+// HRNetV2 (mmseg 0.x `HRNet`): parameter counts, mmseg state-dict keys, output channels, strides
+// and sizes (odd sizes included), golden outputs against an independent PyTorch port, train vs
+// eval batch norm, norm_eval, multiscale_output and autocast.
+//
+// Golden values come from tests/models/hrnet_reference.py (a PyTorch port of mmseg 0.x's
+// hrnet.py, the BasicBlock/Bottleneck of its resnet.py and mmseg.ops.Upsample/resize, run with
+// /usr/bin/python3 and PyTorch 1.13): parameter counts, the state-dict key list, and the outputs
+// of W18 with the deterministic weights of `fill` below on the deterministic image of `image`.
+#include "models/backbones/hrnet.hpp"
+
+#include <catch2/catch.hpp>
+#include <torch/torch.h>
+
+#include <ATen/autocast_mode.h>
+
+#include <cmath>
+#include <cstdint>
+#include <sstream>
+#include <string>
+#include <vector>
+
+using namespace cac_models;
+
+namespace {
+
+int64_t count_parameters(torch::nn::Module& module) {
+  int64_t n = 0;
+  for (const auto& p : module.parameters()) n += p.numel();
+  return n;
+}
+
+// The state-dict entries (parameters then buffers of each module, modules in pre-order), as
+// PyTorch's `state_dict()` lists them.
+std::vector<std::pair<std::string, torch::Tensor>> state_dict(torch::nn::Module& module) {
+  std::vector<std::pair<std::string, torch::Tensor>> entries;
+  for (const auto& item : module.named_modules()) {
+    const std::string prefix = item.key().empty() ? "" : item.key() + ".";
+    for (const auto& p : item.value()->named_parameters(/*recurse=*/false)) {
+      entries.emplace_back(prefix + p.key(), p.value());
+    }
+    for (const auto& b : item.value()->named_buffers(/*recurse=*/false)) {
+      entries.emplace_back(prefix + b.key(), b.value());
+    }
+  }
+  return entries;
+}
+
+uint64_t fnv1a64(const std::string& text) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (unsigned char c : text) h = (h ^ c) * 0x100000001b3ULL;
+  return h;
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Same rule as `fill` in hrnet_reference.py: entry k of the state dict gets v[n] = sin(0.37 n + k);
+// conv weights v / sqrt(fan_in), BN weights 0.3 + 0.05 v, biases and running means 0.1 v, running
+// vars 1 + 0.5 |v|; num_batches_tracked untouched.
+void fill(torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  int64_t k = 0;
+  for (auto& entry : state_dict(module)) {
+    const std::string& name = entry.first;
+    torch::Tensor& t = entry.second;
+    if (t.scalar_type() != torch::kLong) {
+      torch::Tensor v = torch::sin(torch::arange(t.numel(), torch::kDouble) * 0.37 + static_cast<double>(k))
+                            .reshape(t.sizes());
+      if (t.dim() == 4) {
+        v = v / std::sqrt(static_cast<double>(t[0].numel()));
+      } else if (ends_with(name, "running_var")) {
+        v = 1 + 0.5 * v.abs();
+      } else if (ends_with(name, "weight")) {
+        v = 0.3 + 0.05 * v;
+      } else {
+        v = 0.1 * v;
+      }
+      t.copy_(v.to(t.scalar_type()));
+    }
+    ++k;
+  }
+}
+
+torch::Tensor image(std::vector<int64_t> shape) {
+  int64_t n = 1;
+  for (int64_t s : shape) n *= s;
+  return torch::cos(torch::arange(n, torch::kDouble) * 0.11).reshape(shape).to(torch::kFloat);
+}
+
+struct Golden {
+  std::vector<int64_t> shape;
+  double sum;       // sum of the map
+  double weighted;  // sum of map.flatten()[n] · cos(0.7 n)
+};
+
+void check_golden(const std::vector<torch::Tensor>& outputs, const std::vector<Golden>& golden) {
+  REQUIRE(outputs.size() == golden.size());
+  for (size_t i = 0; i < golden.size(); ++i) {
+    INFO("branch " << i);
+    const torch::Tensor flat = outputs[i].to(torch::kDouble).flatten();
+    CHECK(outputs[i].sizes() == torch::IntArrayRef(golden[i].shape));
+    const double sum = flat.sum().item<double>();
+    const double weighted = (flat * torch::cos(torch::arange(flat.numel(), torch::kDouble) * 0.7)).sum().item<double>();
+    // Outputs are ReLU'd, so `sum` is also the L1 norm: both numbers within 1e-6 of it (the two
+    // implementations agree to better than 2e-7 of it).
+    CHECK(sum == Approx(golden[i].sum).margin(1e-6 * golden[i].sum));
+    CHECK(weighted == Approx(golden[i].weighted).margin(1e-6 * golden[i].sum));
+  }
+}
+
+// Sizes after the stem and after every stride-2 3×3 convolution (padding 1): ceil(size / 2).
+std::vector<std::vector<int64_t>> expected_sizes(int64_t h, int64_t w) {
+  std::vector<std::vector<int64_t>> sizes;
+  h = (h + 1) / 2, w = (w + 1) / 2;  // conv1
+  h = (h + 1) / 2, w = (w + 1) / 2;  // conv2: stride 4
+  for (int branch = 0; branch < 4; ++branch) {
+    sizes.push_back({h, w});
+    h = (h + 1) / 2, w = (w + 1) / 2;
+  }
+  return sizes;
+}
+
+std::shared_ptr<HRNetImpl> hrnet(int64_t width, const HRNetOptions& options = {}) {
+  return std::dynamic_pointer_cast<HRNetImpl>(make_hrnetv2(width, options));
+}
+
+}  // namespace
+
+TEST_CASE("hrnet: parameter counts of HRNetV2-W18 and W48", "[hrnet]") {
+  // W18: 9,562,260 from the spec (released models built on CPU); the PyTorch port gives the same.
+  // W48: 65,325,120 from the PyTorch port (tests/models/hrnet_reference.py); no published figure for
+  // the backbone alone. multiscale_output=false (last module fuses into branch 0 only): 9,317,892 and
+  // 63,594,912 from the same port.
+  auto w18 = hrnet(18);
+  CHECK(count_parameters(*w18) == 9562260);
+  CHECK(w18->out_channels() == std::vector<int64_t>{18, 36, 72, 144});
+  auto w48 = hrnet(48);
+  CHECK(count_parameters(*w48) == 65325120);
+  CHECK(w48->out_channels() == std::vector<int64_t>{48, 96, 192, 384});
+
+  auto w18_single = hrnet(18, HRNetOptions().multiscale_output(false));
+  CHECK(count_parameters(*w18_single) == 9317892);
+  CHECK(w18_single->out_channels() == std::vector<int64_t>{18});
+  CHECK(count_parameters(*hrnet(48, HRNetOptions().multiscale_output(false))) == 63594912);
+}
+
+TEST_CASE("hrnet: state-dict keys follow mmseg one-to-one", "[hrnet]") {
+  auto model = hrnet(18);
+  const auto entries = state_dict(*model);
+  // 305 convolutions and 305 batch norms: 915 parameter tensors, 1830 entries with the buffers.
+  CHECK(model->parameters().size() == 915);
+  CHECK(entries.size() == 1830);
+  std::string joined;
+  for (size_t i = 0; i < entries.size(); ++i) joined += (i ? "\n" : "") + entries[i].first;
+  // The whole ordered key list, hashed the same way by hrnet_reference.py.
+  CHECK(fnv1a64(joined) == 0x668ee0f83f60d5d1ULL);
+
+  auto params = model->named_parameters();
+  auto buffers = model->named_buffers();
+  for (const char* key : {"conv1.weight", "bn1.weight", "bn1.bias", "conv2.weight", "bn2.bias",
+                          "layer1.0.conv1.weight", "layer1.0.conv3.weight", "layer1.0.bn3.weight",
+                          "layer1.0.downsample.0.weight", "layer1.0.downsample.1.weight", "layer1.3.bn2.bias",
+                          "transition1.0.0.weight", "transition1.0.1.weight", "transition1.1.0.0.weight",
+                          "transition1.1.0.1.bias", "transition2.2.0.0.weight", "transition3.3.0.0.weight",
+                          "stage2.0.branches.0.0.conv1.weight", "stage2.0.branches.1.3.bn2.weight",
+                          "stage2.0.fuse_layers.0.1.0.weight", "stage2.0.fuse_layers.0.1.1.weight",
+                          "stage2.0.fuse_layers.1.0.0.0.weight", "stage3.3.fuse_layers.2.0.0.0.weight",
+                          "stage3.3.fuse_layers.2.0.1.0.weight", "stage4.2.fuse_layers.0.3.0.weight",
+                          "stage4.2.fuse_layers.3.0.2.1.weight", "stage4.2.branches.3.3.conv2.weight"}) {
+    INFO(key);
+    CHECK(params.contains(key));
+  }
+  for (const char* key : {"bn1.running_mean", "bn1.num_batches_tracked", "stage4.2.fuse_layers.3.2.0.1.running_var"}) {
+    INFO(key);
+    CHECK(buffers.contains(key));
+  }
+  // mmseg's None entries keep their index and hold nothing.
+  for (const char* key : {"transition2.0.0.weight", "transition2.1.0.weight", "stage2.0.fuse_layers.0.0.0.weight",
+                          "stage2.0.branches.0.0.downsample.0.weight", "layer1.1.downsample.0.weight"}) {
+    INFO(key);
+    CHECK_FALSE(params.contains(key));
+  }
+  CHECK(params["conv1.weight"].sizes() == torch::IntArrayRef({64, 3, 3, 3}));
+  CHECK(params["layer1.0.downsample.0.weight"].sizes() == torch::IntArrayRef({256, 64, 1, 1}));
+  CHECK(params["transition1.0.0.weight"].sizes() == torch::IntArrayRef({18, 256, 3, 3}));
+  CHECK(params["transition1.1.0.0.weight"].sizes() == torch::IntArrayRef({36, 256, 3, 3}));
+  CHECK(params["transition3.3.0.0.weight"].sizes() == torch::IntArrayRef({144, 72, 3, 3}));
+  CHECK(params["stage2.0.fuse_layers.0.1.0.weight"].sizes() == torch::IntArrayRef({18, 36, 1, 1}));
+  CHECK(params["stage4.2.fuse_layers.3.0.0.0.weight"].sizes() == torch::IntArrayRef({18, 18, 3, 3}));
+  CHECK(params["stage4.2.fuse_layers.3.0.2.0.weight"].sizes() == torch::IntArrayRef({144, 18, 3, 3}));
+
+  std::ostringstream printed;
+  model->pretty_print(printed);
+  CHECK(printed.str() == "cac_models::HRNet(channels=(18, 36, 72, 144), norm_eval=false)");
+}
+
+TEST_CASE("hrnet: output channels, strides and sizes (even and odd inputs)", "[hrnet]") {
+  auto model = hrnet(18);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  SECTION("64x64: strides 4, 8, 16, 32") {
+    const auto out = model->forward(torch::randn({1, 3, 64, 64}));
+    REQUIRE(out.size() == 4);
+    CHECK(out[0].sizes() == torch::IntArrayRef({1, 18, 16, 16}));
+    CHECK(out[1].sizes() == torch::IntArrayRef({1, 36, 8, 8}));
+    CHECK(out[2].sizes() == torch::IntArrayRef({1, 72, 4, 4}));
+    CHECK(out[3].sizes() == torch::IntArrayRef({1, 144, 2, 2}));
+  }
+  SECTION("66x50: every stride-2 conv rounds up; upsampled maps are resized back") {
+    // 66x50 -> 33x25 -> 17x13 | 9x7 | 5x4 | 3x2. In the fuse layers 3x2 upsampled by 8 gives
+    // 24x16 and 5x4 by 2 gives 10x8, which mmseg resizes (bilinear) to 17x13 and 9x7.
+    const auto out = model->forward(torch::randn({1, 3, 66, 50}));
+    REQUIRE(out.size() == 4);
+    CHECK(out[0].sizes() == torch::IntArrayRef({1, 18, 17, 13}));
+    CHECK(out[1].sizes() == torch::IntArrayRef({1, 36, 9, 7}));
+    CHECK(out[2].sizes() == torch::IntArrayRef({1, 72, 5, 4}));
+    CHECK(out[3].sizes() == torch::IntArrayRef({1, 144, 3, 2}));
+  }
+  SECTION("other sizes follow ceil(size / 2) at every stride") {
+    for (auto hw : std::vector<std::pair<int64_t, int64_t>>{{35, 97}, {32, 33}, {7, 9}}) {
+      INFO(hw.first << "x" << hw.second);
+      const auto out = model->forward(torch::randn({2, 3, hw.first, hw.second}));
+      const auto sizes = expected_sizes(hw.first, hw.second);
+      REQUIRE(out.size() == 4);
+      for (size_t i = 0; i < 4; ++i) {
+        CHECK(out[i].sizes() ==
+              torch::IntArrayRef({2, model->out_channels()[i], sizes[i][0], sizes[i][1]}));
+      }
+    }
+  }
+  SECTION("multiscale_output=false returns branch 0 only") {
+    auto single = hrnet(18, HRNetOptions().multiscale_output(false));
+    single->eval();
+    const auto out = single->forward(torch::randn({1, 3, 66, 50}));
+    REQUIRE(out.size() == 1);
+    CHECK(out[0].sizes() == torch::IntArrayRef({1, 18, 17, 13}));
+  }
+}
+
+TEST_CASE("hrnet: outputs match the PyTorch port of mmseg (train and eval BN, odd size)", "[hrnet]") {
+  // Each case starts from the filled weights and running statistics (as in hrnet_reference.py).
+  // The 2x3x66x50 case exercises mmseg's double interpolation in the fuse layers (upsample by
+  // 2^(j-i), then resize to the branch size): resizing directly once changes the train-mode sums
+  // by 0.4% to 14%.
+  auto model = hrnet(18);
+  torch::NoGradGuard no_grad;
+  struct Case {
+    std::vector<int64_t> shape;
+    bool train;
+    std::vector<Golden> golden;
+  };
+  const std::vector<Case> cases{
+      {{1, 3, 64, 64},
+       true,
+       {{{1, 18, 16, 16}, 18496.74084, 18.76282336},
+        {{1, 36, 8, 8}, 4246.496253, 36.29478953},
+        {{1, 72, 4, 4}, 1772.305857, -13.05687155},
+        {{1, 144, 2, 2}, 677.475028, 0.8859600251}}},
+      {{1, 3, 64, 64},
+       false,
+       {{{1, 18, 16, 16}, 107668.912, 38.55325691},
+        {{1, 36, 8, 8}, 39516.55827, -169.2660918},
+        {{1, 72, 4, 4}, 11867.67153, 16.61250957},
+        {{1, 144, 2, 2}, 1682.607651, 34.39455025}}},
+      {{2, 3, 66, 50},
+       true,
+       {{{2, 18, 17, 13}, 30340.10442, 18.32337733},
+        {{2, 36, 9, 7}, 7925.67419, 74.25206346},
+        {{2, 72, 5, 4}, 4255.586418, 2.429487669},
+        {{2, 144, 3, 2}, 2042.90388, 14.18261013}}},
+      {{2, 3, 66, 50},
+       false,
+       {{{2, 18, 17, 13}, 176090.1128, -2.774500833},
+        {{2, 36, 9, 7}, 67878.82886, 194.8331324},
+        {{2, 72, 5, 4}, 22856.43965, -3.013172078},
+        {{2, 144, 3, 2}, 4120.319858, 8.051936665}}},
+  };
+  for (const auto& c : cases) {
+    INFO("input " << torch::IntArrayRef(c.shape) << (c.train ? " train" : " eval"));
+    fill(*model);
+    model->train(c.train);
+    check_golden(model->forward(image(c.shape)), c.golden);
+  }
+}
+
+TEST_CASE("hrnet: train vs eval batch norm, norm_eval", "[hrnet]") {
+  torch::manual_seed(3);
+  const torch::Tensor x = torch::randn({2, 3, 40, 36});
+  SECTION("train mode uses batch statistics and updates the running ones; eval does neither") {
+    auto model = hrnet(18);
+    fill(*model);
+    auto buffers = model->named_buffers();
+    const torch::Tensor mean = buffers["stage4.2.fuse_layers.3.0.2.1.running_mean"].clone();
+
+    torch::NoGradGuard no_grad;
+    model->eval();
+    const auto both = model->forward(x);
+    const auto alone = model->forward(x.slice(0, 0, 1));
+    for (size_t i = 0; i < 4; ++i) CHECK(torch::allclose(both[i].slice(0, 0, 1), alone[i], 1e-4, 1e-4));
+    CHECK(torch::equal(buffers["stage4.2.fuse_layers.3.0.2.1.running_mean"], mean));
+    CHECK(buffers["bn1.num_batches_tracked"].item<int64_t>() == 0);
+
+    model->train();
+    const auto train_both = model->forward(x);
+    const auto train_alone = model->forward(x.slice(0, 0, 1));
+    CHECK_FALSE(torch::allclose(train_both[0].slice(0, 0, 1), train_alone[0], 1e-3, 1e-3));
+    CHECK_FALSE(torch::allclose(train_both[0], both[0], 1e-3, 1e-3));
+    CHECK_FALSE(torch::equal(buffers["stage4.2.fuse_layers.3.0.2.1.running_mean"], mean));
+    CHECK(buffers["bn1.num_batches_tracked"].item<int64_t>() == 2);
+  }
+  SECTION("norm_eval keeps every batch norm in eval mode in training") {
+    auto frozen = hrnet(18, HRNetOptions().norm_eval(true));
+    auto reference = hrnet(18);
+    fill(*frozen);
+    fill(*reference);
+    frozen->train();
+    reference->eval();
+    CHECK(frozen->is_training());
+    for (const auto& module : frozen->modules()) {
+      if (auto* norm = module->as<torch::nn::BatchNorm2dImpl>()) CHECK_FALSE(norm->is_training());
+    }
+    torch::NoGradGuard no_grad;
+    const auto a = frozen->forward(x);
+    const auto b = reference->forward(x);
+    for (size_t i = 0; i < 4; ++i) CHECK(torch::allclose(a[i], b[i]));
+    CHECK(frozen->named_buffers()["bn1.num_batches_tracked"].item<int64_t>() == 0);
+  }
+}
+
+TEST_CASE("hrnet: every parameter gets a gradient; CPU autocast runs", "[hrnet]") {
+  torch::manual_seed(5);
+  auto model = hrnet(18);
+  model->train();
+  const torch::Tensor x = torch::randn({2, 3, 33, 47});
+  SECTION("float32 gradients") {
+    torch::Tensor loss = torch::zeros({});
+    for (const auto& y : model->forward(x)) loss = loss + y.pow(2).mean();
+    loss.backward();
+    for (const auto& p : model->named_parameters()) {
+      INFO(p.key());
+      REQUIRE(p.value().grad().defined());
+      CHECK(p.value().grad().abs().sum().item<double>() > 0);
+    }
+  }
+  SECTION("bfloat16 autocast forward, backward outside it") {
+    std::vector<torch::Tensor> out;
+    at::autocast::set_cpu_enabled(true);
+    at::autocast::set_autocast_cpu_dtype(torch::kBFloat16);
+    try {
+      out = model->forward(x);
+    } catch (...) {
+      at::autocast::set_cpu_enabled(false);
+      at::autocast::clear_cache();
+      throw;
+    }
+    at::autocast::set_cpu_enabled(false);
+    at::autocast::clear_cache();
+    REQUIRE(out.size() == 4);
+    torch::Tensor loss = torch::zeros({});
+    for (size_t i = 0; i < 4; ++i) {
+      CHECK(out[i].size(1) == model->out_channels()[i]);
+      CHECK(torch::isfinite(out[i]).all().item<bool>());
+      loss = loss + out[i].to(torch::kFloat).mean();
+    }
+    loss.backward();
+    CHECK(model->conv1->weight.grad().defined());
+  }
+}
+
+TEST_CASE("hrnet: invalid configurations and inputs", "[hrnet]") {
+  CHECK_THROWS_WITH(make_hrnetv2(0), Catch::Contains("cac_models::make_hrnetv2: expected a positive width"));
+  auto stages = hrnetv2_stages(18);
+  stages[2].num_channels({18, 36});
+  CHECK_THROWS_AS(HRNet(stages), c10::Error);
+  CHECK_THROWS_WITH(HRNet(stages), Catch::Contains("cac_models::HRNet: expected stage3 to have as many num_channels as num_blocks"));
+  auto three = hrnetv2_stages(18);
+  three.pop_back();
+  CHECK_THROWS_WITH(HRNet(three), Catch::Contains("cac_models::HRNet: expected 4 stages but got 3"));
+  auto model = hrnet(18);
+  CHECK_THROWS_WITH(model->forward(torch::randn({1, 1, 32, 32})),
+                    Catch::Contains("cac_models::HRNet: expected an input of shape [B, 3, H, W] but got [1, 1, 32, 32]"));
+}
