@@ -40,4 +40,16 @@ torch::Tensor resize(const torch::Tensor& x, at::IntArrayRef size, bool align_co
              align_corners));
 }
 
+void BackboneImpl::set_norms_eval() {
+  for (const auto& module : modules()) {
+    if (auto* norm = module->as<torch::nn::BatchNorm2dImpl>()) norm->eval();
+  }
+}
+
+void print_list(std::ostream& stream, const std::vector<int64_t>& values) {
+  stream << "(";
+  for (size_t i = 0; i < values.size(); ++i) stream << (i ? ", " : "") << values[i];
+  stream << ")";
+}
+
 }  // namespace cac_models

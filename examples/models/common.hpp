@@ -6,11 +6,14 @@
 #include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
+#include <ostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace cac_models {
@@ -74,6 +77,17 @@ class ConvModuleImpl : public torch::nn::Cloneable<ConvModuleImpl> {
 };
 TORCH_MODULE(ConvModule);
 
+/// A `torch::nn::Sequential` of tensor-to-tensor modules with a non-template `forward`, so that
+/// it can itself be an element of a `Sequential` (Python's nested `nn.Sequential`s: HRNet's
+/// transition and fuse layers, mmcv's `FFN`); children are named `0`, `1`, ... as in `Sequential`.
+class NestedSequentialImpl : public torch::nn::SequentialImpl {
+ public:
+  using torch::nn::SequentialImpl::SequentialImpl;
+  /// Applies the children in order.
+  torch::Tensor forward(torch::Tensor x) { return torch::nn::SequentialImpl::forward(std::move(x)); }
+};
+TORCH_MODULE(NestedSequential);
+
 /// A batch-norm layer with the given settings (mmcv `build_norm_layer` for BN/SyncBN).
 torch::nn::BatchNorm2d make_norm(int64_t channels, const NormOptions& options);
 
@@ -87,6 +101,14 @@ class BackboneImpl : public torch::nn::Module {
   virtual std::vector<torch::Tensor> forward(const torch::Tensor& x) = 0;
   /// Channels of each output stage.
   virtual std::vector<int64_t> out_channels() const = 0;
+
+ protected:
+  /// Puts every batch norm of this backbone in eval mode (mmseg `norm_eval`: frozen running
+  /// statistics while the rest trains); backbones call it from `train`.
+  void set_norms_eval();
 };
+
+/// Writes `values` as `(a, b, c)` (for `pretty_print`).
+void print_list(std::ostream& stream, const std::vector<int64_t>& values);
 
 }  // namespace cac_models

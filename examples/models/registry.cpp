@@ -1,6 +1,9 @@
 #include "registry.hpp"
 
 #include "backbones/hrnet.hpp"
+#include "backbones/mobilenet_v2.hpp"
+#include "backbones/resnet.hpp"
+#include "backbones/swin.hpp"
 #include "heads/fcn_head.hpp"
 #include "heads/ocr_head.hpp"
 #include "heads/sep_aspp_head.hpp"
@@ -95,19 +98,27 @@ EncoderDecoder ocrnet(std::shared_ptr<BackboneImpl> backbone, const ModelOptions
 
 // ---- Backbones of Table 1 ----------------------------------------------------------------------
 
-[[noreturn]] std::shared_ptr<BackboneImpl> not_yet(const char* backbone) {
-  TORCH_CHECK(false, kWho, ": the ", backbone, " backbone is not available in this build yet");
-  throw;  // unreachable
+/// MobileNetV2 D8 (configs/_base_/models/fcn_r50-d8.py with mmseg's MobileNetV2 overrides):
+/// strides (1, 2, 2, 1, 1, 1, 1), dilations (1, 1, 1, 2, 2, 4, 4), outputs 24, 32, 96, 320.
+std::shared_ptr<BackboneImpl> mobilenet_v2_d8(const ModelOptions& o) {
+  return std::make_shared<MobileNetV2Impl>(MobileNetV2Options::d8().norm(o.norm));
 }
-
-std::shared_ptr<BackboneImpl> mobilenet_v2_d8(const ModelOptions&) { not_yet("MobileNetV2"); }
-std::shared_ptr<BackboneImpl> resnet_v1c_d8(int, const ModelOptions&) { not_yet("ResNetV1c"); }
-std::shared_ptr<BackboneImpl> resnet_v1c(int, const ModelOptions&) { not_yet("ResNetV1c"); }
+/// ResNetV1c-`depth` D8 (deeplabv3plus_r50-d8.py): strides (1, 2, 1, 1), dilations (1, 1, 2, 4).
+std::shared_ptr<BackboneImpl> resnet_v1c_d8(int64_t depth, const ModelOptions& o) {
+  return std::make_shared<ResNetImpl>(ResNetOptions(depth).strides({1, 2, 1, 1}).dilations({1, 1, 2, 4}).norm(o.norm));
+}
+/// ResNetV1c-`depth` (upernet_r50.py): strides (1, 2, 2, 2), no dilation.
+std::shared_ptr<BackboneImpl> resnet_v1c(int64_t depth, const ModelOptions& o) {
+  return std::make_shared<ResNetImpl>(ResNetOptions(depth).norm(o.norm));
+}
 /// HRNetV2-W18/W48 (configs/_base_/models/ocrnet_hr18.py, widths 18/48): all four branches out.
 std::shared_ptr<BackboneImpl> hrnetv2(int64_t width, const ModelOptions& o) {
   return make_hrnetv2(width, HRNetOptions().norm(o.norm));
 }
-std::shared_ptr<BackboneImpl> swin(const std::string&, const ModelOptions&) { not_yet("Swin"); }
+/// Swin (upernet_swin.py and the Swin-B/L 22K configs): drop path 0.3, LayerNorm.
+std::shared_ptr<BackboneImpl> swin(const SwinTransformerOptions& swin_options) {
+  return std::make_shared<SwinTransformerImpl>(swin_options);
+}
 
 struct Entry {
   std::string name;
@@ -134,11 +145,11 @@ const std::vector<Entry>& entries() {
       {"deeplabv3plus_r101", "DeepLabV3+ (DepthwiseSeparableASPPHead) on ResNetV1c-101 (D8), auxiliary FCNHead",
        [](const ModelOptions& o) { return deeplabv3plus(resnet_v1c_d8(101, o), o); }},
       {"upernet_swin_tiny", "UperNet (UPerHead) on Swin-T (window 7), auxiliary FCNHead",
-       [](const ModelOptions& o) { return upernet(swin("tiny", o), o); }},
+       [](const ModelOptions& o) { return upernet(swin(SwinTransformerOptions::tiny()), o); }},
       {"upernet_swin_base", "UperNet (UPerHead) on Swin-B (window 12, ImageNet-22K), auxiliary FCNHead",
-       [](const ModelOptions& o) { return upernet(swin("base", o), o); }},
+       [](const ModelOptions& o) { return upernet(swin(SwinTransformerOptions::base()), o); }},
       {"upernet_swin_large", "UperNet (UPerHead) on Swin-L (window 12, ImageNet-22K), auxiliary FCNHead",
-       [](const ModelOptions& o) { return upernet(swin("large", o), o); }},
+       [](const ModelOptions& o) { return upernet(swin(SwinTransformerOptions::large()), o); }},
   };
   return table;
 }

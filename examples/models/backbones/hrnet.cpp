@@ -17,86 +17,17 @@ torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride) 
       torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(kernel / 2).bias(false));
 }
 
-/// `downsample` of the first block of a layer: 1×1 conv `0` + BN `1` (mmseg builds it when the
-/// stride is not 1 or the width changes).
-torch::nn::Sequential downsample(int64_t in, int64_t out, int64_t stride, const NormOptions& norm) {
-  return torch::nn::Sequential(conv(in, out, 1, stride), make_norm(out, norm));
-}
-
-/// mmseg's ResNet `BasicBlock` (keys `conv1`, `bn1`, `conv2`, `bn2`, `downsample`).
-class HRBasicBlockImpl : public torch::nn::Module {
- public:
-  static constexpr int64_t kExpansion = 1;
-  HRBasicBlockImpl(int64_t in, int64_t planes, const NormOptions& norm, torch::nn::Sequential down) {
-    conv1 = register_module("conv1", conv(in, planes, 3, 1));
-    bn1 = register_module("bn1", make_norm(planes, norm));
-    conv2 = register_module("conv2", conv(planes, planes, 3, 1));
-    bn2 = register_module("bn2", make_norm(planes, norm));
-    if (down) downsample = register_module("downsample", down);
-  }
-  torch::Tensor forward(const torch::Tensor& x) {
-    torch::Tensor out = torch::relu(bn1->forward(conv1->forward(x)));
-    out = bn2->forward(conv2->forward(out));
-    return torch::relu(out + (downsample ? downsample->forward(x) : x));
-  }
-  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
-  torch::nn::Sequential downsample{nullptr};
-};
-TORCH_MODULE(HRBasicBlock);
-
-/// mmseg's ResNet `Bottleneck`, style 'pytorch' (keys `conv1`..`conv3`, `bn1`..`bn3`, `downsample`).
-class HRBottleneckImpl : public torch::nn::Module {
- public:
-  static constexpr int64_t kExpansion = 4;
-  HRBottleneckImpl(int64_t in, int64_t planes, const NormOptions& norm, torch::nn::Sequential down) {
-    conv1 = register_module("conv1", conv(in, planes, 1, 1));
-    bn1 = register_module("bn1", make_norm(planes, norm));
-    conv2 = register_module("conv2", conv(planes, planes, 3, 1));
-    bn2 = register_module("bn2", make_norm(planes, norm));
-    conv3 = register_module("conv3", conv(planes, planes * kExpansion, 1, 1));
-    bn3 = register_module("bn3", make_norm(planes * kExpansion, norm));
-    if (down) downsample = register_module("downsample", down);
-  }
-  torch::Tensor forward(const torch::Tensor& x) {
-    torch::Tensor out = torch::relu(bn1->forward(conv1->forward(x)));
-    out = torch::relu(bn2->forward(conv2->forward(out)));
-    out = bn3->forward(conv3->forward(out));
-    return torch::relu(out + (downsample ? downsample->forward(x) : x));
-  }
-  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
-  torch::nn::Sequential downsample{nullptr};
-};
-TORCH_MODULE(HRBottleneck);
-
-int64_t expansion(HRNetBlock block) {
-  return block == HRNetBlock::Bottleneck ? HRBottleneckImpl::kExpansion : HRBasicBlockImpl::kExpansion;
-}
-
 /// `blocks` residual blocks from `in` channels to `planes · expansion` (mmseg `_make_layer` and
 /// `_make_one_branch`, both with stride 1 here).
 torch::nn::Sequential make_blocks(HRNetBlock block, int64_t in, int64_t planes, int64_t blocks,
                                   const NormOptions& norm) {
-  const int64_t out = planes * expansion(block);
-  torch::nn::Sequential layer;
-  for (int64_t k = 0; k < blocks; ++k) {
-    const int64_t block_in = k == 0 ? in : out;
-    torch::nn::Sequential down{nullptr};
-    if (k == 0 && in != out) down = downsample(in, out, 1, norm);
-    if (block == HRNetBlock::Bottleneck) {
-      layer->push_back(HRBottleneck(block_in, planes, norm, down));
-    } else {
-      layer->push_back(HRBasicBlock(block_in, planes, norm, down));
-    }
-  }
-  return layer;
+  return make_res_layer(block, in, planes, blocks, 1, 1, false, norm);
 }
 
 /// conv `kernel`×`kernel` + BN (+ ReLU) as the `Sequential` mmseg builds (children `0`, `1`, `2`).
-HRSequential conv_bn(int64_t in, int64_t out, int64_t kernel, int64_t stride, bool relu,
+NestedSequential conv_bn(int64_t in, int64_t out, int64_t kernel, int64_t stride, bool relu,
                               const NormOptions& norm) {
-  HRSequential block(conv(in, out, kernel, stride), make_norm(out, norm));
+  NestedSequential block(conv(in, out, kernel, stride), make_norm(out, norm));
   if (relu) block->push_back(torch::nn::ReLU());
   return block;
 }
@@ -115,18 +46,11 @@ void check_stage(const HRNetStage& stage, size_t index) {
   }
 }
 
-template <typename T>
-void print_list(std::ostream& stream, const std::vector<T>& values) {
-  stream << "(";
-  for (size_t i = 0; i < values.size(); ++i) stream << (i ? ", " : "") << values[i];
-  stream << ")";
-}
-
 }  // namespace
 
 // ---- OptionalSequentialList --------------------------------------------------------------------
 
-void OptionalSequentialListImpl::push_back(HRSequential entry) {
+void OptionalSequentialListImpl::push_back(NestedSequential entry) {
   if (entry) register_module(std::to_string(entries_.size()), entry);
   entries_.push_back(std::move(entry));
 }
@@ -172,16 +96,16 @@ HRModuleImpl::HRModuleImpl(const HRNetStage& stage, std::vector<int64_t> in_chan
           // output size floor(size · 2^(j-i)) sampled with scale 2^-(j-i), which is exactly
           // torch::nn::Upsample with that scale factor.
           const double scale = std::ldexp(1.0, static_cast<int>(j - i));
-          HRSequential up = conv_bn(c[j], c[i], 1, 1, /*relu=*/false, norm);
+          NestedSequential up = conv_bn(c[j], c[i], 1, 1, /*relu=*/false, norm);
           up->push_back(torch::nn::Upsample(torch::nn::UpsampleOptions()
                                                 .scale_factor(std::vector<double>{scale, scale})
                                                 .mode(torch::kBilinear)
                                                 .align_corners(false)));
           row->push_back(up);
         } else if (j == i) {
-          row->push_back(HRSequential{nullptr});
+          row->push_back(NestedSequential{nullptr});
         } else {
-          HRSequential down;
+          NestedSequential down;
           for (size_t k = 0; k < i - j; ++k) {
             const bool last = k + 1 == i - j;
             down->push_back(conv_bn(c[j], last ? c[i] : c[j], 3, 2, /*relu=*/!last, norm));
@@ -265,10 +189,10 @@ HRNetImpl::HRNetImpl(std::vector<HRNetStage> stages, const HRNetOptions& options
     for (size_t i = 0; i < current.size(); ++i) {
       if (i < before) {
         transition->push_back(current[i] == previous[i]
-                                  ? HRSequential{nullptr}
+                                  ? NestedSequential{nullptr}
                                   : conv_bn(previous[i], current[i], 3, 1, /*relu=*/true, norm));
       } else {
-        HRSequential down;
+        NestedSequential down;
         for (size_t j = 0; j + before <= i; ++j) {
           const int64_t in = previous.back();
           down->push_back(conv_bn(in, j == i - before ? current[i] : in, 3, 2, /*relu=*/true, norm));
@@ -323,11 +247,7 @@ std::vector<int64_t> HRNetImpl::out_channels() const { return out_channels_; }
 
 void HRNetImpl::train(bool on) {
   torch::nn::Module::train(on);
-  if (on && options_.norm_eval()) {
-    for (const auto& module : modules()) {
-      if (auto* norm = module->as<torch::nn::BatchNorm2dImpl>()) norm->eval();
-    }
-  }
+  if (options_.norm_eval()) set_norms_eval();
 }
 
 void HRNetImpl::pretty_print(std::ostream& stream) const {

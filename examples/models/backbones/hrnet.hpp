@@ -7,6 +7,7 @@
 /// `stage2.0.branches.0.0.conv1`, `stage2.0.fuse_layers.0.1.0`, ...).
 
 #include "../common.hpp"
+#include "resnet.hpp"
 
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/container/sequential.h>
@@ -17,13 +18,8 @@
 
 namespace cac_models {
 
-/// The residual block of an HRNet stage (mmseg `blocks_dict`).
-enum class HRNetBlock {
-  /// ResNet `BasicBlock` (two 3×3 convolutions, expansion 1), mmseg `'BASIC'`.
-  Basic,
-  /// ResNet `Bottleneck` (1×1, 3×3, 1×1, expansion 4, stride on the 3×3), mmseg `'BOTTLENECK'`.
-  Bottleneck,
-};
+/// The residual block of an HRNet stage (mmseg `blocks_dict`: `'BASIC'` or `'BOTTLENECK'`).
+using HRNetBlock = ResidualBlockType;
 
 /// One stage of `HRNet` (an entry `stageN` of mmseg's `extra`); the number of branches is the
 /// length of `num_blocks` (which must equal that of `num_channels`).
@@ -74,33 +70,22 @@ struct HRNetOptions {
   TORCH_ARG(bool, multiscale_output) = true;
 };
 
-/// A `torch::nn::Sequential` of tensor-to-tensor modules with a non-template `forward`, so that
-/// it can itself be an element of a `Sequential` (mmseg's nested `nn.Sequential`s in the
-/// transition and fuse layers); children are named `0`, `1`, ... as in `Sequential`.
-class HRSequentialImpl : public torch::nn::SequentialImpl {
- public:
-  using torch::nn::SequentialImpl::SequentialImpl;
-  /// Applies the children in order.
-  torch::Tensor forward(torch::Tensor x) { return torch::nn::SequentialImpl::forward(std::move(x)); }
-};
-TORCH_MODULE(HRSequential);
-
 /// A `ModuleList` of `Sequential`s whose entries may be absent, like Python's
 /// `nn.ModuleList([..., None, ...])` in mmseg's transition and fuse layers: an absent entry keeps
 /// its index (so the state-dict keys of the others match mmseg's) and registers nothing.
 class OptionalSequentialListImpl : public torch::nn::Module {
  public:
-  /// Appends `entry` (a null `HRSequential` for an absent entry) under the name of its index.
-  void push_back(HRSequential entry);
+  /// Appends `entry` (a null `NestedSequential` for an absent entry) under the name of its index.
+  void push_back(NestedSequential entry);
   /// Entry `index` (null if absent).
-  HRSequential operator[](size_t index) const { return entries_.at(index); }
+  NestedSequential operator[](size_t index) const { return entries_.at(index); }
   /// Number of entries, absent ones included.
   size_t size() const { return entries_.size(); }
   /// Prints `cac_models::OptionalSequentialList(size=N)`.
   void pretty_print(std::ostream& stream) const override;
 
  private:
-  std::vector<HRSequential> entries_;
+  std::vector<NestedSequential> entries_;
 };
 TORCH_MODULE(OptionalSequentialList);
 

@@ -1,0 +1,195 @@
+// The model registry: every row of the paper's Table 1 by name, its parameter count against the
+// paper (baseline and + CAC, 150 classes), mmseg key names, and a short training run of the
+// smallest model of each head family on real backbones.
+#include "models/heads/decode_head.hpp"
+#include "models/registry.hpp"
+
+#include <catch2/catch.hpp>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <set>
+
+using namespace cac_models;
+
+namespace {
+
+int64_t count(const torch::nn::Module& module) {
+  int64_t n = 0;
+  for (const auto& p : module.parameters()) n += p.numel();
+  return n;
+}
+
+struct Row {
+  const char* name;
+  double paper_base;  // millions, the paper's Table 1
+  double paper_cac;
+  int64_t exact_base;  // exact counts stated in ../shared/spec/official-implementation.md, else 0
+  int64_t exact_cac;
+};
+
+// The paper's #params column (M). Exact values: the spec's "Corrections and details" (counted by
+// building the released models).
+const std::vector<Row> kTable1{
+    {"fcn_mobilenetv2", 9.82, 10.61, 9819692, 10607148},
+    {"deeplabv3plus_mobilenetv2", 15.35, 16.13, 0, 0},
+    {"ocrnet_hrnetv2_w18", 12.18, 12.97, 0, 0},
+    {"upernet_r50", 66.52, 67.30, 0, 0},
+    {"deeplabv3plus_r50", 43.69, 44.48, 0, 0},
+    {"ocrnet_hrnetv2_w48", 70.53, 71.32, 0, 0},
+    {"upernet_r101", 85.51, 86.30, 0, 0},
+    {"deeplabv3plus_r101", 62.68, 63.47, 0, 0},
+    {"upernet_swin_tiny", 59.94, 60.73, 0, 0},
+    {"upernet_swin_base", 121.42, 122.20, 0, 0},
+    {"upernet_swin_large", 233.96, 234.75, 233962976, 234750432},
+};
+
+// 2·(2d·d/2 + d/2·d + d) for d = 512: both projectors (the paper's "+0.79M").
+constexpr int64_t kCacDelta = 2 * (2 * 512 * 256 + 256 * 512 + 512);
+
+// A learnable labelling: a random 4×4 grid of classes upsampled to blocks of h/4 × w/4 pixels,
+// 10% of the pixels ignored (255).
+torch::Tensor random_labels(int64_t batch, int64_t h, int64_t w, int64_t classes) {
+  torch::Tensor grid = torch::randint(0, classes, {batch, 1, 4, 4}, torch::kFloat);
+  torch::Tensor labels = torch::upsample_nearest2d(grid, {h, w}).squeeze(1).to(torch::kLong);
+  labels.index_put_({torch::rand({batch, h, w}) < 0.1}, 255);
+  return labels;
+}
+
+}  // namespace
+
+TEST_CASE("registry: names, descriptions and unknown names", "[registry]") {
+  std::vector<std::string> expected;
+  for (const auto& row : kTable1) expected.emplace_back(row.name);
+  CHECK(model_names() == expected);
+  for (const auto& name : model_names()) CHECK_FALSE(model_description(name).empty());
+  CHECK_THROWS_AS(make_model("pspnet_r50"), c10::Error);
+  CHECK_THROWS_WITH(make_model("pspnet_r50"),
+                    Catch::Contains("cac_models::make_model: expected a model name among fcn_mobilenetv2, "
+                                    "deeplabv3plus_mobilenetv2, ocrnet_hrnetv2_w18") &&
+                        Catch::Contains("upernet_swin_large but got 'pspnet_r50'"));
+  CHECK_THROWS_WITH(make_model("fcn_mobilenetv2", {0, false}),
+                    Catch::Contains("cac_models::make_model: expected a positive num_classes but got 0"));
+}
+
+TEST_CASE("registry: parameter counts match the paper's Table 1 (150 classes)", "[registry][table1]") {
+  const auto row_index = GENERATE(range(size_t{0}, kTable1.size()));
+  {
+    const Row& row = kTable1[row_index];
+    const int64_t base = count(*make_model(row.name, {150, false}));
+    const int64_t with_cac = count(*make_model(row.name, {150, true}));
+    INFO(row.name << ": " << base << " / " << with_cac << " vs paper " << row.paper_base << "M / " << row.paper_cac
+                  << "M");
+    CHECK(std::abs(static_cast<double>(base) - row.paper_base * 1e6) / (row.paper_base * 1e6) <= 0.005);
+    CHECK(std::abs(static_cast<double>(with_cac) - row.paper_cac * 1e6) / (row.paper_cac * 1e6) <= 0.005);
+    CHECK(with_cac - base == kCacDelta);
+    if (row.exact_base > 0) {
+      CHECK(base == row.exact_base);
+      CHECK(with_cac == row.exact_cac);
+    }
+  }
+}
+
+TEST_CASE("registry: backbone sizes stated by the spec", "[registry][table1]") {
+  // ../shared/spec/official-implementation.md: "Backbones alone: ResNetV1c-50 23,527,264;
+  // HRNetV2-W18 9,562,260; Swin-T 27,520,698; MobileNetV2 1,811,712."
+  CHECK(count(*make_model("upernet_r50")->backbone) == 23527264);
+  CHECK(count(*make_model("deeplabv3plus_r50")->backbone) == 23527264);  // D8 only changes strides
+  CHECK(count(*make_model("ocrnet_hrnetv2_w18")->backbone) == 9562260);
+  CHECK(count(*make_model("upernet_swin_tiny")->backbone) == 27520698);
+  CHECK(count(*make_model("fcn_mobilenetv2")->backbone) == 1811712);
+}
+
+TEST_CASE("registry: heads and key names of the Table 1 models", "[registry]") {
+  const auto keys = [](const torch::nn::Module& module) {
+    std::set<std::string> names;
+    for (const auto& item : module.named_parameters()) names.insert(item.key());
+    return names;
+  };
+  {
+    EncoderDecoder model = make_model("fcn_mobilenetv2", {150, true});
+    const auto names = keys(*model);
+    for (const char* key : {"decode_head.conv_seg.weight", "decode_head.conv_cat.conv.weight",
+                            "decode_head.cac.context_projector.0.weight", "decode_head.cac.oracle_projector.2.bias",
+                            "auxiliary_head.convs.0.conv.weight", "auxiliary_head.conv_seg.bias"}) {
+      CHECK(names.count(key) == 1);
+    }
+    CHECK(model->decode_head->options.in_channels() == std::vector<int64_t>{320});
+    CHECK(model->decode_head->options.dropout_ratio() == 0.1);
+    CHECK(model->auxiliary_head->options.in_channels() == std::vector<int64_t>{96});
+    CHECK(model->auxiliary_head->options.loss_weight() == 0.4);
+    CHECK_FALSE(model->auxiliary_head->cac);
+  }
+  {
+    EncoderDecoder model = make_model("ocrnet_hrnetv2_w18", {150, true});
+    REQUIRE(model->is_cascade());
+    CHECK_FALSE(model->auxiliary_head);
+    const auto names = keys(*model);
+    for (const char* key : {"decode_head.0.convs.0.conv.weight", "decode_head.1.bottleneck.conv.weight",
+                            "decode_head.1.object_context_block.query_project.1.conv.weight",
+                            "decode_head.1.cac.context_projector.2.weight"}) {
+      CHECK(names.count(key) == 1);
+    }
+    CHECK(model->decode_heads()[0]->options.channels() == 270);
+    CHECK(model->decode_heads()[0]->options.loss_weight() == 0.4);
+    CHECK_FALSE(model->decode_heads()[0]->cac);
+    CHECK(model->decode_heads()[1]->cac);
+    CHECK_FALSE(model->decode_heads()[1]->dropout);
+  }
+  {
+    EncoderDecoder model = make_model("deeplabv3plus_mobilenetv2", {19, false});
+    CHECK(model->num_classes() == 19);
+    const auto names = keys(*model);
+    for (const char* key : {"decode_head.image_pool.1.conv.weight", "decode_head.aspp_modules.1.depthwise_conv.conv.weight",
+                            "decode_head.bottleneck.conv.weight", "decode_head.c1_bottleneck.conv.weight",
+                            "decode_head.sep_bottleneck.1.pointwise_conv.conv.weight"}) {
+      CHECK(names.count(key) == 1);
+    }
+  }
+}
+
+TEST_CASE("registry: the smallest model of each head family runs and trains", "[registry][train]") {
+  // FCN, DeepLabV3+, OCRNet and UperNet: inference shape at an odd size, then two SGD steps on a
+  // 2×3×64×64 batch with a finite, decreasing loss (the same dropout masks at every step).
+  const std::string name =
+      GENERATE(as<std::string>{}, "fcn_mobilenetv2", "deeplabv3plus_mobilenetv2", "ocrnet_hrnetv2_w18", "upernet_swin_tiny");
+  {
+    for (bool cac : {false, true}) {
+      INFO(name << " cac=" << cac);
+      torch::manual_seed(0);
+      EncoderDecoder model = make_model(name, {6, cac});
+      model->eval();
+      {
+        torch::NoGradGuard no_grad;
+        const torch::Tensor out = model->forward(torch::randn({1, 3, 61, 75}));
+        CHECK(out.sizes() == torch::IntArrayRef({1, 6, 61, 75}));
+        CHECK(torch::isfinite(out).all().item<bool>());
+      }
+      model->train();
+      torch::optim::SGD sgd(model->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
+      const torch::Tensor images = torch::randn({2, 3, 64, 64});
+      const torch::Tensor labels = random_labels(2, 64, 64, 6);
+      std::vector<double> totals;
+      for (int step = 0; step < 3; ++step) {
+        torch::manual_seed(1);
+        sgd.zero_grad();
+        const auto losses = model->forward_train(images, labels);
+        if (step == 0) {
+          // Every parameter takes part in the total loss.
+          losses.at("total").backward();
+          for (const auto& item : model->named_parameters()) {
+            INFO(item.key());
+            REQUIRE(item.value().grad().defined());
+          }
+        } else {
+          losses.at("total").backward();
+        }
+        totals.push_back(losses.at("total").item<double>());
+        sgd.step();
+      }
+      CHECK(std::isfinite(totals[0]));
+      INFO("total losses " << totals[0] << ", " << totals[1] << ", " << totals[2]);
+      CHECK(totals[2] < totals[0]);
+    }
+  }
+}
