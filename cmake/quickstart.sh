@@ -12,7 +12,8 @@ case "$mode" in
   *) echo "usage: cmake/quickstart.sh demo|test" >&2; exit 2 ;;
 esac
 build=${CAC_BUILD_DIR:-build}
-packages=(libtorch-dev catch2 libfmt-dev libopenblas0-openmp libbenchmark-dev cmake g++ ninja-build ccache libcli11-dev)
+packages=(libtorch-dev catch2 libfmt-dev libopenblas0-openmp libbenchmark-dev cmake g++ ninja-build ccache libcli11-dev
+          libyaml-cpp-dev nlohmann-json3-dev libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev)
 
 missing=()
 for p in "${packages[@]}"; do
