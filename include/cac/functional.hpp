@@ -162,7 +162,7 @@ struct CosineLogitsFunction : public torch::autograd::Function<CosineLogitsFunct
   }
 };
 
-/// Unchecked Eqs. 3/6:/// Unchecked Eqs. 3/6: τ·cos(f, w) without a normalised copy of `features` `[B, d, S]`;
+/// Unchecked Eqs. 3/6: τ·cos(f, w) without a normalised copy of `features` `[B, d, S]`;
 /// `weight` is `[n, d]` or `[B, n, d]`. Returns `[B, n, S]`.
 inline at::Tensor cosine_logits(const at::Tensor& features, const at::Tensor& weight, double tau) {
   const int64_t batch = features.size(0);

@@ -8,14 +8,14 @@ for the golden values of tests/models/test_backbone_hrnet.cpp. Needs only PyTorc
 Prints the parameter counts of HRNetV2-W18/W48 (multiscale_output true and false), the number of
 W18 state-dict entries with an FNV-1a hash of the ordered key list, and the golden outputs of W18
 (shape, sum, cos-weighted sum of every branch) for 1x3x64x64 and 2x3x66x50 inputs (`input_image`)
-with deterministic weights (every state-dict entry filled by `fill` below, in state-dict order)
-in train and eval mode, each case from freshly filled weights.
+with deterministic weights (every state-dict entry filled by `fill` of reference_common.py, in
+state-dict order) in train and eval mode, each case from freshly filled weights.
 """
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from reference_common import fill, fnv1a64, input_image, stats
 
 
 def bn(c):
@@ -250,48 +250,6 @@ class HRNet(nn.Module):
         return y
 
 
-def fill(model):
-    """Deterministic weights: entry k of the state dict (parameters and buffers, in order),
-    flattened, gets v[n] = sin(0.37 n + k); conv weights are scaled by 1/sqrt(fan_in), BN weights
-    become 0.3 + 0.05 v, BN biases 0.1 v, running means 0.1 v, running vars 1 + 0.5 |v|."""
-    with torch.no_grad():
-        for k, (name, t) in enumerate(model.state_dict().items()):
-            if t.dtype == torch.int64:  # num_batches_tracked
-                continue
-            v = torch.sin(torch.arange(t.numel(), dtype=torch.float64) * 0.37 + k).reshape(t.shape)
-            if t.dim() == 4:
-                v = v / math.sqrt(t[0].numel())
-            elif name.endswith('running_var'):
-                v = 1 + 0.5 * v.abs()
-            elif name.endswith('weight'):
-                v = 0.3 + 0.05 * v
-            else:
-                v = 0.1 * v
-            t.copy_(v.to(t.dtype))
-
-
-def input_image(shape):
-    n = 1
-    for s in shape:
-        n *= s
-    return torch.cos(torch.arange(n, dtype=torch.float64) * 0.11).reshape(shape).float()
-
-
-def fnv1a64(text):
-    h = 0xcbf29ce484222325
-    for b in text.encode():
-        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
-    return h
-
-
-def stats(o):
-    """(sum, weighted sum) of a map; the weights cos(0.7 n) over the flattened map make the second
-    number sensitive to where the values sit."""
-    flat = o.double().flatten()
-    w = torch.cos(torch.arange(flat.numel(), dtype=torch.float64) * 0.7)
-    return flat.sum().item(), (flat * w).sum().item()
-
-
 def main():
     for w, expected in ((18, 9562260), (48, None)):
         for multiscale in (True, False):
@@ -312,7 +270,7 @@ def main():
                 outs = m(x)
             print(f'// {shape} {mode}')
             for o in outs:
-                s_, w_ = stats(o)
+                s_, w_, _ = stats(o)
                 print(f'    {{{{{", ".join(str(d) for d in o.shape)}}}, {s_:.10g}, {w_:.10g}}},')
 
 

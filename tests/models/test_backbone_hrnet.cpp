@@ -5,8 +5,11 @@
 // Golden values come from tests/models/hrnet_reference.py (a PyTorch port of mmseg 0.x's
 // hrnet.py, the BasicBlock/Bottleneck of its resnet.py and mmseg.ops.Upsample/resize, run with
 // /usr/bin/python3 and PyTorch 1.13): parameter counts, the state-dict key list, and the outputs
-// of W18 with the deterministic weights of `fill` below on the deterministic image of `image`.
+// of W18 with the deterministic weights of `fill` on the deterministic image of `image` (both in
+// model_test_support.hpp, the same rules as tests/models/reference_common.py).
 #include "models/backbones/hrnet.hpp"
+
+#include "model_test_support.hpp"
 
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
@@ -20,94 +23,9 @@
 #include <vector>
 
 using namespace cac_models;
+using namespace cac_models_test;
 
 namespace {
-
-int64_t count_parameters(torch::nn::Module& module) {
-  int64_t n = 0;
-  for (const auto& p : module.parameters()) n += p.numel();
-  return n;
-}
-
-// The state-dict entries (parameters then buffers of each module, modules in pre-order), as
-// PyTorch's `state_dict()` lists them.
-std::vector<std::pair<std::string, torch::Tensor>> state_dict(torch::nn::Module& module) {
-  std::vector<std::pair<std::string, torch::Tensor>> entries;
-  for (const auto& item : module.named_modules()) {
-    const std::string prefix = item.key().empty() ? "" : item.key() + ".";
-    for (const auto& p : item.value()->named_parameters(/*recurse=*/false)) {
-      entries.emplace_back(prefix + p.key(), p.value());
-    }
-    for (const auto& b : item.value()->named_buffers(/*recurse=*/false)) {
-      entries.emplace_back(prefix + b.key(), b.value());
-    }
-  }
-  return entries;
-}
-
-uint64_t fnv1a64(const std::string& text) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char c : text) h = (h ^ c) * 0x100000001b3ULL;
-  return h;
-}
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-// Same rule as `fill` in hrnet_reference.py: entry k of the state dict gets v[n] = sin(0.37 n + k);
-// conv weights v / sqrt(fan_in), BN weights 0.3 + 0.05 v, biases and running means 0.1 v, running
-// vars 1 + 0.5 |v|; num_batches_tracked untouched.
-void fill(torch::nn::Module& module) {
-  torch::NoGradGuard no_grad;
-  int64_t k = 0;
-  for (auto& entry : state_dict(module)) {
-    const std::string& name = entry.first;
-    torch::Tensor& t = entry.second;
-    if (t.scalar_type() != torch::kLong) {
-      torch::Tensor v = torch::sin(torch::arange(t.numel(), torch::kDouble) * 0.37 + static_cast<double>(k))
-                            .reshape(t.sizes());
-      if (t.dim() == 4) {
-        v = v / std::sqrt(static_cast<double>(t[0].numel()));
-      } else if (ends_with(name, "running_var")) {
-        v = 1 + 0.5 * v.abs();
-      } else if (ends_with(name, "weight")) {
-        v = 0.3 + 0.05 * v;
-      } else {
-        v = 0.1 * v;
-      }
-      t.copy_(v.to(t.scalar_type()));
-    }
-    ++k;
-  }
-}
-
-torch::Tensor image(std::vector<int64_t> shape) {
-  int64_t n = 1;
-  for (int64_t s : shape) n *= s;
-  return torch::cos(torch::arange(n, torch::kDouble) * 0.11).reshape(shape).to(torch::kFloat);
-}
-
-struct Golden {
-  std::vector<int64_t> shape;
-  double sum;       // sum of the map
-  double weighted;  // sum of map.flatten()[n] · cos(0.7 n)
-};
-
-void check_golden(const std::vector<torch::Tensor>& outputs, const std::vector<Golden>& golden) {
-  REQUIRE(outputs.size() == golden.size());
-  for (size_t i = 0; i < golden.size(); ++i) {
-    INFO("branch " << i);
-    const torch::Tensor flat = outputs[i].to(torch::kDouble).flatten();
-    CHECK(outputs[i].sizes() == torch::IntArrayRef(golden[i].shape));
-    const double sum = flat.sum().item<double>();
-    const double weighted = (flat * torch::cos(torch::arange(flat.numel(), torch::kDouble) * 0.7)).sum().item<double>();
-    // Outputs are ReLU'd, so `sum` is also the L1 norm: both numbers within 1e-6 of it (the two
-    // implementations agree to better than 2e-7 of it).
-    CHECK(sum == Approx(golden[i].sum).margin(1e-6 * golden[i].sum));
-    CHECK(weighted == Approx(golden[i].weighted).margin(1e-6 * golden[i].sum));
-  }
-}
 
 // Sizes after the stem and after every stride-2 3×3 convolution (padding 1): ceil(size / 2).
 std::vector<std::vector<int64_t>> expected_sizes(int64_t h, int64_t w) {
@@ -242,7 +160,8 @@ TEST_CASE("hrnet: outputs match the PyTorch port of mmseg (train and eval BN, od
   // Each case starts from the filled weights and running statistics (as in hrnet_reference.py).
   // The 2x3x66x50 case exercises mmseg's double interpolation in the fuse layers (upsample by
   // 2^(j-i), then resize to the branch size): resizing directly once changes the train-mode sums
-  // by 0.4% to 14%.
+  // by 0.4% to 14%. Outputs are ReLU'd, so `sum` is also the L1 norm: both numbers within 1e-6 of
+  // it (the two implementations agree to better than 2e-7 of it).
   auto model = hrnet(18);
   torch::NoGradGuard no_grad;
   struct Case {

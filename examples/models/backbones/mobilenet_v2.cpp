@@ -76,6 +76,11 @@ MobileNetV2Impl::MobileNetV2Impl(const MobileNetV2Options& options) : options_(o
   TORCH_CHECK(options.strides().size() == kLayers && options.dilations().size() == kLayers, kWho,
               ": expected 7 strides and 7 dilations but got ", options.strides().size(), " and ",
               options.dilations().size());
+  for (int64_t i = 0; i < kLayers; ++i) {
+    TORCH_CHECK((options.strides()[i] == 1 || options.strides()[i] == 2) && options.dilations()[i] > 0, kWho,
+                ": expected strides of 1 or 2 and positive dilations but got strides ",
+                torch::IntArrayRef(options.strides()), " and dilations ", torch::IntArrayRef(options.dilations()));
+  }
   TORCH_CHECK(!options.out_indices().empty(), kWho, ": expected at least one out index but got none");
   for (size_t i = 0; i < options.out_indices().size(); ++i) {
     const int64_t index = options.out_indices()[i];

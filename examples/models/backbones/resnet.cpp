@@ -100,9 +100,16 @@ ResNetImpl::ResNetImpl(const ResNetOptions& options) : options_(options) {
   TORCH_CHECK(options.strides().size() == 4 && options.dilations().size() == 4, kWho,
               ": expected 4 strides and 4 dilations but got ", options.strides().size(), " and ",
               options.dilations().size());
-  TORCH_CHECK(options.in_channels() > 0 && options.stem_channels() > 0 && options.base_channels() > 0, kWho,
-              ": expected positive in_channels, stem_channels and base_channels but got ", options.in_channels(),
-              ", ", options.stem_channels(), " and ", options.base_channels());
+  TORCH_CHECK(options.in_channels() > 0 && options.stem_channels() > (options.deep_stem() ? 1 : 0) &&
+                  options.base_channels() > 0,
+              kWho, ": expected positive in_channels and base_channels and stem_channels of at least ",
+              options.deep_stem() ? "2 (deep stem)" : "1", " but got ", options.in_channels(), ", ",
+              options.base_channels(), " and ", options.stem_channels());
+  for (size_t i = 0; i < 4; ++i) {
+    TORCH_CHECK(options.strides()[i] > 0 && options.dilations()[i] > 0, kWho,
+                ": expected positive strides and dilations but got strides ", torch::IntArrayRef(options.strides()),
+                " and dilations ", torch::IntArrayRef(options.dilations()));
+  }
   const auto& norm = options.norm();
   const int64_t width = options.stem_channels();
   const int64_t half = width / 2;

@@ -19,6 +19,16 @@ torch::nn::LayerNorm layer_norm(int64_t channels) {
   return torch::nn::LayerNorm(torch::nn::LayerNormOptions({channels}));
 }
 
+/// `norm(x)` in float32 when `x` is half or bfloat16 (autocast), as CUDA autocast runs LayerNorm;
+/// LibTorch 1.13's CPU autocast passes reduced-precision inputs to the float32 weights instead.
+torch::Tensor apply_norm(torch::nn::LayerNorm& norm, const torch::Tensor& x) {
+  const auto type = x.scalar_type();
+  if ((type == torch::kHalf || type == torch::kBFloat16) && norm->weight.scalar_type() != type) {
+    return norm->forward(x.to(norm->weight.scalar_type()));
+  }
+  return norm->forward(x);
+}
+
 /// A Linear layer initialised as mmseg's `SwinTransformer.init_weights` without a checkpoint:
 /// weights N(0, 0.02) (mmcv's truncation at ±2 is 100 standard deviations away), biases 0.
 torch::nn::Linear linear(int64_t in, int64_t out, bool bias = true) {
@@ -83,7 +93,7 @@ std::pair<torch::Tensor, std::vector<int64_t>> PatchEmbedImpl::forward(const tor
   y = projection->forward(y);
   std::vector<int64_t> hw{y.size(2), y.size(3)};
   y = y.flatten(2).transpose(1, 2);
-  if (norm) y = norm->forward(y);
+  if (norm) y = apply_norm(norm, y);
   return {y, hw};
 }
 
@@ -173,14 +183,14 @@ SwinBlockImpl::SwinBlockImpl(int64_t embed_dims, int64_t num_heads, int64_t mlp_
 }
 
 torch::Tensor SwinBlockImpl::forward(const torch::Tensor& x, const std::vector<int64_t>& hw) {
-  torch::Tensor y = x + attn->forward(norm1->forward(x), hw);
-  return y + drop_path(ffn_layers->forward(norm2->forward(y)), drop_path_, is_training());
+  torch::Tensor y = x + attn->forward(apply_norm(norm1, x), hw);
+  return y + drop_path(ffn_layers->forward(apply_norm(norm2, y)), drop_path_, is_training());
 }
 
 // ---- PatchMerging ------------------------------------------------------------------------------
 
-PatchMergingImpl::PatchMergingImpl(int64_t in_channels, int64_t out_channels) {
-  norm = register_module("norm", layer_norm(4 * in_channels));
+PatchMergingImpl::PatchMergingImpl(int64_t in_channels, int64_t out_channels, bool norm_) {
+  if (norm_) norm = register_module("norm", layer_norm(4 * in_channels));
   reduction = register_module("reduction", linear(4 * in_channels, out_channels, /*bias=*/false));
 }
 
@@ -192,7 +202,7 @@ std::pair<torch::Tensor, std::vector<int64_t>> PatchMergingImpl::forward(const t
   const int64_t h = (H + 1) / 2, w = (W + 1) / 2;
   // nn.Unfold(2, stride 2) order: feature c·4 + 2·dy + dx of output position (i, j).
   y = y.reshape({B, C, h, 2, w, 2}).permute({0, 2, 4, 1, 3, 5}).reshape({B, h * w, 4 * C});
-  return {reduction->forward(norm->forward(y)), {h, w}};
+  return {reduction->forward(norm ? apply_norm(norm, y) : y), {h, w}};
 }
 
 // ---- SwinBlockSequence -------------------------------------------------------------------------
@@ -205,7 +215,7 @@ SwinBlockSequenceImpl::SwinBlockSequenceImpl(int64_t embed_dims, int64_t num_hea
     blocks->push_back(SwinBlock(embed_dims, num_heads, o.mlp_ratio(), o.window_size(), j % 2 == 1, o.qkv_bias(),
                                 o.drop_rate(), o.attn_drop_rate(), drop_paths.at(static_cast<size_t>(j))));
   }
-  if (with_downsample) downsample = register_module("downsample", PatchMerging(embed_dims, 2 * embed_dims));
+  if (with_downsample) downsample = register_module("downsample", PatchMerging(embed_dims, 2 * embed_dims, o.patch_norm()));
 }
 
 // ---- SwinTransformer ---------------------------------------------------------------------------
@@ -258,7 +268,7 @@ std::vector<torch::Tensor> SwinTransformerImpl::forward(const torch::Tensor& x) 
     auto* stage = stages[i]->as<SwinBlockSequenceImpl>();
     for (const auto& block : *stage->blocks) tokens = block->as<SwinBlockImpl>()->forward(tokens, hw);
     const int64_t channels = tokens.size(2);
-    outs.push_back(norms[i]->forward(tokens).view({-1, hw[0], hw[1], channels}).permute({0, 3, 1, 2}).contiguous());
+    outs.push_back(apply_norm(norms[i], tokens).view({-1, hw[0], hw[1], channels}).permute({0, 3, 1, 2}).contiguous());
     if (stage->downsample) std::tie(tokens, hw) = stage->downsample->forward(tokens, hw);
   }
   return outs;

@@ -63,7 +63,8 @@ struct SwinTransformerOptions {
   /// (0.3 in every Table 1 config; mmseg's own default is 0.1).
   /// Default: 0.3
   TORCH_ARG(double, drop_path_rate) = 0.3;
-  /// Layer norm after the patch embedding.
+  /// Layer norms after the patch embedding and in every patch merging (mmseg passes `norm_cfg`
+  /// to both only with `patch_norm`).
   /// Default: true
   TORCH_ARG(bool, patch_norm) = true;
 
@@ -131,7 +132,7 @@ class ShiftWindowMSAImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ShiftWindowMSA);
 
-/// A Swin block (mmseg `SwinBlock`): `x + attn(norm1(x))`, then `x + ffn(norm2(x))` where `ffn`
+/// A Swin block (mmseg `SwinBlock`; LayerNorms run in float32 under autocast): `x + attn(norm1(x))`, then `x + ffn(norm2(x))` where `ffn`
 /// is mmcv's `FFN` (`layers.0.0` Linear C→rC, GELU, dropout, `layers.1` Linear rC→C, dropout,
 /// drop path).
 class SwinBlockImpl : public torch::nn::Module {
@@ -151,10 +152,10 @@ TORCH_MODULE(SwinBlock);
 
 /// mmseg's `PatchMerging` (2×2, stride 2): pads the grid to even sizes, gathers each 2×2
 /// neighbourhood as `nn.Unfold` orders it (channel-major: c·4 + 2·dy + dx), `norm` (LayerNorm 4C)
-/// and `reduction` (Linear 4C→2C, no bias).
+/// and `reduction` (Linear 4C→2C, no bias); without `norm` the LayerNorm is absent.
 class PatchMergingImpl : public torch::nn::Module {
  public:
-  PatchMergingImpl(int64_t in_channels, int64_t out_channels);
+  PatchMergingImpl(int64_t in_channels, int64_t out_channels, bool norm = true);
   std::pair<torch::Tensor, std::vector<int64_t>> forward(const torch::Tensor& x, const std::vector<int64_t>& hw);
   torch::nn::LayerNorm norm{nullptr};
   torch::nn::Linear reduction{nullptr};
