@@ -21,11 +21,14 @@ class CollectingReporter : public benchmark::ConsoleReporter {
  public:
   void ReportRuns(const std::vector<Run>& runs) override {
     for (const auto& run : runs) {
-      if (run.run_type == Run::RT_Iteration) times[run.benchmark_name()] = run.GetAdjustedRealTime();
+      if (run.run_type != Run::RT_Iteration) continue;
+      times[run.benchmark_name()] = run.GetAdjustedRealTime();
+      counters[run.benchmark_name()] = run.counters;
     }
     ConsoleReporter::ReportRuns(runs);
   }
   std::map<std::string, double> times;
+  std::map<std::string, benchmark::UserCounters> counters;
 };
 
 // "BM_Foo/d:512/n:150/h:64/w:64" -> ("BM_Foo", "d:512/n:150/h:64/w:64").
@@ -45,6 +48,43 @@ void write_atomically(const std::filesystem::path& path, const std::string& text
   const auto temp = path.string() + ".tmp";
   std::ofstream(temp) << text;
   std::filesystem::rename(temp, path);
+}
+
+// "fcn_mobilenetv2/512/iterations:1/real_time" -> "fcn_mobilenetv2/512".
+std::string model_name(const std::string& run) { return run.substr(0, run.find("/iterations:")); }
+
+// The whole-model A/B runs of bench_models.cpp: one row per run with its counters.
+void write_model_table(std::ostream& md, const std::map<std::string, benchmark::UserCounters>& counters) {
+  struct Kind {
+    const char* prefix;
+    const char* what;
+    double time_target;
+  };
+  const Kind kinds[] = {{"BM_ModelInference/", "inference, batch 1", 1.02}, {"BM_ModelTrain/", "training step, batch 2", 1.08}};
+  bool header = false;
+  for (const auto& kind : kinds) {
+    for (const auto& [name, c] : counters) {
+      if (name.rfind(kind.prefix, 0) != 0) continue;
+      if (!header) {
+        md << "\n## Whole models: baseline vs + CAC (same weights, interleaved)\n\n"
+           << "Peak memory: bytes held by tensors (LibTorch's CPU allocator) during one call, plus the model's "
+              "parameters and buffers.\n\n"
+           << "| model / size | run | baseline (ms) | + CAC (ms) | time ratio | target | met | baseline (MB) | "
+              "+ CAC (MB) | memory ratio | target | met | Δparams |\n"
+           << "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+        header = true;
+      }
+      const double time_ratio = c.at("time_ratio"), memory_ratio = c.at("memory_ratio");
+      char row[768];
+      std::snprintf(row, sizeof row,
+                    "| %s | %s | %.1f | %.1f | %.4f | ≤ %.2f | %s | %.1f | %.1f | %.4f | ≤ 1.01 | %s | %.0f |\n",
+                    name.substr(std::string(kind.prefix).size()).c_str(), kind.what, c.at("base_ms").value,
+                    c.at("cac_ms").value, time_ratio, kind.time_target, time_ratio <= kind.time_target ? "yes" : "no",
+                    c.at("base_MB").value, c.at("cac_MB").value, memory_ratio, memory_ratio <= 1.01 ? "yes" : "no",
+                    c.at("activation_ratio").value, c.at("params_delta").value);
+      md << row;
+    }
+  }
 }
 
 }  // namespace
@@ -75,7 +115,8 @@ int main(int argc, char** argv) {
 
   const std::vector<Ratio> ratios = {{"head inference / lower bound", "BM_HeadForward", "BM_LowerBound", 1.3},
                                      {"CAC training step / classifier training step", "BM_CacTrain",
-                                      "BM_ClassifierTrain", 2.5}};
+                                      "BM_ClassifierTrain", 2.5},
+                                     {"checkpoint load / file read", "BM_ReadStateDict", "BM_ReadFileWarm", 1.5}};
   std::ostringstream md;
   md << "# cac benchmarks on " << kind << "\n\nLibTorch " << TORCH_VERSION << ", " << torch::get_num_threads()
      << " threads, CPU, float32, batch 1. Ratios of real times measured in one run.\n\n"
@@ -84,7 +125,7 @@ int main(int argc, char** argv) {
     for (const auto& [name, time] : reporter.times) {
       const auto [base, shape] = split(name);
       if (base != r.numerator) continue;
-      const auto ref = reporter.times.find(std::string(r.denominator) + "/" + shape);
+      const auto ref = reporter.times.find(std::string(r.denominator) + (shape.empty() ? "" : "/" + shape));
       if (ref == reporter.times.end()) continue;
       const double ratio = time / ref->second;
       char row[512];
@@ -93,6 +134,7 @@ int main(int argc, char** argv) {
       md << row;
     }
   }
+  write_model_table(md, reporter.counters);
   write_atomically(dir / (kind + ".md"), md.str());
   std::printf("\n%s\nwrote %s and %s\n", md.str().c_str(), (dir / (kind + ".json")).c_str(),
               (dir / (kind + ".md")).c_str());

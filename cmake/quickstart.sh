@@ -34,7 +34,7 @@ built=$(date +%s)
 echo "== build took $((built - start)) s"
 
 if [[ $mode == demo ]]; then
-  "$build/examples/cac-quickstart"
+  "$build/examples/programs/cac-demo" --work-dir work_dirs/demo
 else
   status=0
   ctest --test-dir "$build" --output-on-failure -j "$(nproc)" || status=$?

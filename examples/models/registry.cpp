@@ -3,6 +3,7 @@
 #include "backbones/hrnet.hpp"
 #include "backbones/mobilenet_v2.hpp"
 #include "backbones/resnet.hpp"
+#include "backbones/simple_convnet.hpp"
 #include "backbones/swin.hpp"
 #include "heads/fcn_head.hpp"
 #include "heads/ocr_head.hpp"
@@ -38,7 +39,7 @@ EncoderDecoder fcn(std::shared_ptr<BackboneImpl> backbone, const ModelOptions& o
   auto head = std::make_shared<FCNHeadImpl>(
       FCNHeadOptions(DecodeHeadOptions({channels.at(3)}, kChannels, options.num_classes)
                          .in_index({3})
-                         .cac(options.cac)
+                         .cac(options.cac).cac_head(options.cac_head).cac_loss(options.cac_loss)
                          .norm(options.norm))
           .num_convs(2)
           .concat_input(true));
@@ -52,7 +53,7 @@ EncoderDecoder deeplabv3plus(std::shared_ptr<BackboneImpl> backbone, const Model
   auto head = std::make_shared<DepthwiseSeparableASPPHeadImpl>(DepthwiseSeparableASPPHeadOptions(
       DecodeHeadOptions({channels.at(3)}, kChannels, options.num_classes)
           .in_index({3})
-          .cac(options.cac)
+          .cac(options.cac).cac_head(options.cac_head).cac_loss(options.cac_loss)
           .norm(options.norm),
       channels.at(0), 48));
   return EncoderDecoder(backbone, head, auxiliary_fcn(channels.at(2), options));
@@ -65,7 +66,7 @@ EncoderDecoder upernet(std::shared_ptr<BackboneImpl> backbone, const ModelOption
   auto head = std::make_shared<UPerHeadImpl>(UPerHeadOptions(DecodeHeadOptions(channels, kChannels, options.num_classes)
                                                                  .in_index({0, 1, 2, 3})
                                                                  .input_transform(InputTransform::MultipleSelect)
-                                                                 .cac(options.cac)
+                                                                 .cac(options.cac).cac_head(options.cac_head).cac_loss(options.cac_loss)
                                                                  .norm(options.norm)));
   return EncoderDecoder(backbone, head, auxiliary_fcn(channels.at(2), options));
 }
@@ -90,7 +91,7 @@ EncoderDecoder ocrnet(std::shared_ptr<BackboneImpl> backbone, const ModelOptions
                                                                  .in_index({0, 1, 2, 3})
                                                                  .input_transform(InputTransform::ResizeConcat)
                                                                  .dropout_ratio(-1)
-                                                                 .cac(options.cac)
+                                                                 .cac(options.cac).cac_head(options.cac_head).cac_loss(options.cac_loss)
                                                                  .norm(options.norm))
                                                   .ocr_channels(256));
   return EncoderDecoder(backbone, std::vector<std::shared_ptr<DecodeHeadImpl>>{first, second});
@@ -118,6 +119,20 @@ std::shared_ptr<BackboneImpl> hrnetv2(int64_t width, const ModelOptions& o) {
 /// Swin (upernet_swin.py and the Swin-B/L 22K configs): drop path 0.3, LayerNorm.
 std::shared_ptr<BackboneImpl> swin(const SwinTransformerOptions& swin_options) {
   return std::make_shared<SwinTransformerImpl>(swin_options);
+}
+
+/// The small model of the bundled context-shift dataset: `SimpleConvNet` (16, 32, 48; output
+/// stride 4) and an
+/// FCNHead of width d = 48 (one 3×3 conv, no concatenation, dropout 0.1), no auxiliary head.
+EncoderDecoder fcn_tiny(const ModelOptions& options) {
+  auto backbone = std::make_shared<SimpleConvNetImpl>(SimpleConvNetOptions().strides({2, 2, 1}).norm(options.norm));
+  const int64_t width = backbone->out_channels().back();
+  auto head = std::make_shared<FCNHeadImpl>(FCNHeadOptions(DecodeHeadOptions({width}, width, options.num_classes)
+                                                               .cac(options.cac).cac_head(options.cac_head).cac_loss(options.cac_loss)
+                                                               .norm(options.norm))
+                                                .num_convs(1)
+                                                .concat_input(false));
+  return EncoderDecoder(backbone, head);
 }
 
 struct Entry {
@@ -150,6 +165,8 @@ const std::vector<Entry>& entries() {
        [](const ModelOptions& o) { return upernet(swin(SwinTransformerOptions::base()), o); }},
       {"upernet_swin_large", "UperNet (UPerHead) on Swin-L (window 12, ImageNet-22K), auxiliary FCNHead",
        [](const ModelOptions& o) { return upernet(swin(SwinTransformerOptions::large()), o); }},
+      {"fcn_tiny", "FCN (FCNHead, d = 48) on a 3-stage SimpleConvNet: the bundled context-shift dataset's model",
+       fcn_tiny},
   };
   return table;
 }

@@ -27,6 +27,13 @@ struct ModelOptions {
   /// Batch norm of the backbone and every head (mmseg's `norm_cfg`).
   /// Default: NormOptions()
   NormOptions norm{};
+  /// The context-aware head's settings (τ, oracle scope, bottleneck width; channels and classes
+  /// come from the head).
+  /// Default: the released heads' (τ 15, oracle pooled over the batch, bottleneck d/2)
+  cac::ContextAwareHeadOptions cac_head{0, 0};
+  /// The CAC objective's term weights and KL settings.
+  /// Default: cac::ContextAwareLossOptions()
+  cac::ContextAwareLossOptions cac_loss{};
 };
 
 /// The model `name` (one of `model_names()`) with fresh weights: backbone, decode head(s) and
@@ -36,7 +43,8 @@ struct ModelOptions {
 /// are loaded separately (checkpoint loading).
 EncoderDecoder make_model(const std::string& name, const ModelOptions& options = {});
 
-/// The names `make_model` accepts, in the order of the paper's Table 1.
+/// The names `make_model` accepts: the paper's Table 1 in its order, then `fcn_tiny` (the small
+/// model of the bundled context-shift dataset).
 std::vector<std::string> model_names();
 
 /// A one-line description of the model `name`: decode head, backbone and settings.

@@ -55,6 +55,26 @@ torch::Tensor EncoderDecoderImpl::forward(const torch::Tensor& images) {
   return resize(out, images.sizes().slice(2), heads_.back()->options.align_corners());
 }
 
+std::map<std::string, torch::Tensor> EncoderDecoderImpl::forward_branches(const torch::Tensor& images,
+                                                                          const torch::Tensor& labels) {
+  TORCH_CHECK(labels.dim() == 3 && labels.size(0) == images.size(0), kWho,
+              ": expected labels of shape [", images.size(0), ", H, W] but got ", labels.sizes());
+  const std::vector<torch::Tensor> x = extract_features(images);
+  torch::Tensor features;
+  if (!is_cascade()) {
+    features = decode_head->features(x);
+  } else {
+    torch::Tensor prev = heads_.front()->forward_test(x);
+    for (size_t i = 1; i + 1 < heads_.size(); ++i) {
+      prev = std::static_pointer_cast<CascadeDecodeHeadImpl>(heads_[i])->forward_test(x, prev);
+    }
+    features = std::static_pointer_cast<CascadeDecodeHeadImpl>(heads_.back())->features(x, prev);
+  }
+  std::map<std::string, torch::Tensor> out = heads_.back()->branches(features, labels);
+  for (auto& entry : out) entry.second = resize(entry.second, images.sizes().slice(2), heads_.back()->options.align_corners());
+  return out;
+}
+
 std::map<std::string, torch::Tensor> EncoderDecoderImpl::forward_train(const torch::Tensor& images,
                                                                        const torch::Tensor& labels) {
   TORCH_CHECK(labels.dim() == 3 && labels.size(0) == images.size(0), kWho,

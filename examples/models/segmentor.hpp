@@ -48,6 +48,10 @@ class EncoderDecoderImpl : public torch::nn::Module {
   /// Every loss term for `images` `[B, 3, H, W]` and int64 `labels` `[B, H, W]` (255 = ignored),
   /// prefixed by the head it comes from, and `total`.
   std::map<std::string, torch::Tensor> forward_train(const torch::Tensor& images, const torch::Tensor& labels);
+  /// For a model whose last head has CAC: p (`logits`), pp (`context`) and the oracle py
+  /// (`oracle`, computed with `labels` `[B, H, W]`) of the last head, each resized to the input
+  /// size. Call in eval mode to evaluate the branches as the paper's oracle rows do.
+  std::map<std::string, torch::Tensor> forward_branches(const torch::Tensor& images, const torch::Tensor& labels);
 
   /// True for a cascade of decode heads.
   bool is_cascade() const { return heads_.size() > 1; }

@@ -80,6 +80,17 @@ torch::Tensor DecodeHeadImpl::predict(const torch::Tensor& features) {
   return cac->forward(features, conv_seg->weight.to(features.scalar_type()), p.to(features.scalar_type()));
 }
 
+std::map<std::string, torch::Tensor> DecodeHeadImpl::branches(const torch::Tensor& features,
+                                                              const torch::Tensor& labels) {
+  TORCH_CHECK(cac, who_, ": expected a head with the context-aware classifier (options.cac) for branches()");
+  torch::Tensor p = logits(features);
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+  const auto type = features.scalar_type();
+  const cac::ContextAwareOutput out =
+      cac->forward_train(features, conv_seg->weight.to(type), p.to(type), labels.to(torch::kLong));
+  return {{"logits", out.logits}, {"context", out.context_logits}, {"oracle", out.oracle_logits}};
+}
+
 std::map<std::string, torch::Tensor> DecodeHeadImpl::losses(const torch::Tensor& features,
                                                             const torch::Tensor& labels) {
   TORCH_CHECK(labels.dim() == 3 && labels.scalar_type() == torch::kLong, who_,

@@ -111,6 +111,10 @@ class DecodeHeadImpl : public torch::nn::Module {
   torch::Tensor logits(const torch::Tensor& features);
   /// What inference uses for the features f: pp with `cac`, else p. `[B, num_classes, h, w]`.
   torch::Tensor predict(const torch::Tensor& features);
+  /// The three classifiers of a CAC head for the features f and labels `[B, H, W]`: `logits` (p),
+  /// `context` (pp) and `oracle` (py, which needs the labels), `[B, num_classes, h, w]` each.
+  /// Throws unless `options.cac`. Used to evaluate the oracle branch.
+  std::map<std::string, torch::Tensor> branches(const torch::Tensor& features, const torch::Tensor& labels);
   /// Every loss term (already times `loss_weight`) for the features f and integer labels
   /// `[B, H, W]` (any resolution; `ignore_index` marks unlabelled pixels).
   std::map<std::string, torch::Tensor> losses(const torch::Tensor& features, const torch::Tensor& labels);

@@ -1,0 +1,57 @@
+// cac-convert IN.pth OUT.pth --from mmseg|cac|backbone|mmcls|swin|torchvision [--model NAME [--cac]
+//             [--num-classes N] [--strict]] [--entry KEY]
+//
+// Reads a PyTorch checkpoint without Python, renames its keys as cac's model zoo names them
+// (cac::io::convert_state_dict), optionally loads it into a zoo model and prints the report
+// (missing / unexpected / shape-mismatched keys), and writes OUT as a plain dict of tensors that
+// both cac and Python's torch.load read. Exit code 1 when --strict and the model does not match.
+
+#include <cac/io/io.hpp>
+#include <models/registry.hpp>
+
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <iostream>
+#include <string>
+
+int main(int argc, char** argv) {
+  CLI::App app{"cac-convert: bring mmsegmentation / official CAC / ImageNet checkpoints to cac's model zoo"};
+  std::string in, out, from = "mmseg", model_name, entry;
+  bool with_cac = false, strict = false;
+  int64_t num_classes = 150;
+  app.add_option("IN", in, "input checkpoint (torch.save zip format)")->required();
+  app.add_option("OUT", out, "output checkpoint (a dict of tensors)")->required();
+  app.add_option("--from", from, "mmseg | cac | backbone | mmcls | swin | torchvision")->capture_default_str();
+  app.add_option("--model", model_name, "load into this zoo model and report (see cac-info)");
+  app.add_flag("--cac", with_cac, "the model has the context-aware classifier");
+  app.add_option("--num-classes", num_classes, "classes of the model")->capture_default_str();
+  app.add_flag("--strict", strict, "fail unless every key and shape matches the model");
+  app.add_option("--entry", entry, "top-level entry holding the state dict (default: state_dict/model/module/top)");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    const auto source = cac::io::checkpoint_source(from);
+    const auto checkpoint = cac::io::read_checkpoint(in);
+    const auto weights = checkpoint.state_dict(cac::io::ReadOptions().entry(entry));
+    const auto converted = cac::io::convert_state_dict(weights, source);
+    std::cout << "read " << weights.size() << " tensors from " << in << " (" << source << "), " << converted.size()
+              << " after conversion\n";
+    if (const auto* meta = checkpoint.root()->find("meta")) std::cout << "meta: " << meta->repr(2, 6) << "\n";
+    bool matched = true;
+    if (!model_name.empty()) {
+      cac_models::ModelOptions options;
+      options.num_classes = num_classes;
+      options.cac = with_cac;
+      auto model = cac_models::make_model(model_name, options);
+      const auto report = cac::io::load_state_dict(*model, converted, cac::io::LoadOptions().strict(false));
+      std::cout << model_name << (with_cac ? " + CAC" : "") << ": " << report << "\n";
+      matched = report.ok();
+    }
+    cac::io::write_state_dict(converted, out);
+    std::cout << "wrote " << out << "\n";
+    return strict && !matched ? 1 : 0;
+  } catch (const c10::Error& e) {
+    std::cerr << "cac-convert: " << e.msg() << "\n";
+    return 2;
+  }
+}

@@ -1,0 +1,133 @@
+#pragma once
+/// \file
+/// The training engine (mmsegmentation's `IterBasedRunner`) and the evaluation loop.
+///
+/// ```
+/// cac_engine::Config config = cac_engine::Config::load("configs/context_shift/fcn_tiny_cac.yaml");
+/// cac_engine::TrainResult result = cac_engine::train(config, cac_engine::TrainOptions().work_dir("work/cac"));
+/// std::printf("mIoU %.2f\n", 100 * result.final.mIoU);
+/// ```
+
+#include "builders.hpp"
+#include "config.hpp"
+
+#include "eval/metrics.hpp"
+
+#include <torch/types.h>
+
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace cac_engine {
+
+/// Options of `train` that are not part of the config (the command line of `cac-train`).
+struct TrainOptions {
+  /// Work directory: checkpoints, `log.jsonl`, `config.yaml`, curves.
+  /// Default: "work_dirs/run"
+  TORCH_ARG(std::filesystem::path, work_dir) = "work_dirs/run";
+  /// Continue from `work_dir/latest.pt` (model, optimizer, iteration, RNG and loader state).
+  /// Default: false
+  TORCH_ARG(bool, resume) = false;
+  /// Initial weights (a checkpoint of this engine), loaded by key before training.
+  /// Default: ""
+  TORCH_ARG(std::string, load_from) = "";
+  /// Device to train on.
+  /// Default: torch::kCPU
+  TORCH_ARG(torch::Device, device) = torch::kCPU;
+  /// Overrides `runtime.seed` when set.
+  /// Default: std::nullopt
+  TORCH_ARG(std::optional<int64_t>, seed) = std::nullopt;
+  /// Deterministic algorithms (`at::globalContext().setDeterministicAlgorithms`).
+  /// Default: false
+  TORCH_ARG(bool, deterministic) = false;
+  /// Print the progress lines.
+  /// Default: true
+  TORCH_ARG(bool, verbose) = true;
+  /// Stop after this iteration (0 = the schedule's end); the checkpoint written there resumes.
+  /// Default: 0
+  TORCH_ARG(int64_t, stop_at) = 0;
+};
+
+/// An evaluation during training.
+struct EvalRecord {
+  /// Iteration after which the model was evaluated.
+  int64_t iteration = 0;
+  /// Its metrics.
+  cac_eval::Metrics metrics;
+};
+
+/// What `train` returns.
+struct TrainResult {
+  /// The iteration reached.
+  int64_t iteration = 0;
+  /// Every evaluation (`evaluation.interval` and the end).
+  std::vector<EvalRecord> evaluations;
+  /// The metrics of the last evaluation.
+  cac_eval::Metrics final;
+  /// Iterations and total losses (every `runtime.log_interval`).
+  std::vector<std::pair<int64_t, double>> losses;
+  /// Seconds per training iteration (median of the logged intervals).
+  double seconds_per_iteration = 0.0;
+};
+
+/// Trains the model of `config` (see docs/training.md for the keys) and evaluates it every
+/// `evaluation.interval` iterations and at the end. Writes `work_dir/iter_N.pt` every
+/// `runtime.checkpoint_interval` (keeping the last `runtime.keep_last`), `latest.pt`,
+/// `best.pt` (best mIoU), `log.jsonl`, `config.yaml` and `curves.png`. Every file is written
+/// atomically. On CPU, resuming gives bit-identical weights to an uninterrupted run.
+TrainResult train(const Config& config, const TrainOptions& options);
+
+/// Options of `evaluate`.
+struct EvaluateOptions {
+  /// Device of the model.
+  /// Default: torch::kCPU
+  TORCH_ARG(torch::Device, device) = torch::kCPU;
+  /// When set, writes `<name>.png` (palette mask) and `<name>_overlay.png` per image there.
+  /// Default: ""
+  TORCH_ARG(std::filesystem::path, show_dir) = "";
+  /// Opacity of the overlays.
+  /// Default: 0.5
+  TORCH_ARG(double, opacity) = 0.5;
+  /// Inference settings (mode, scales, flip).
+  /// Default: from the config
+  TORCH_ARG(std::optional<cac_eval::InferenceOptions>, inference) = std::nullopt;
+  /// Also score the branches of a CAC model (p, pp and the oracle py, whole-image inference):
+  /// `EvaluateResult::branches`.
+  /// Default: false
+  TORCH_ARG(bool, branches) = false;
+  /// Evaluate at most this many images (0 = all).
+  /// Default: 0
+  TORCH_ARG(int64_t, limit) = 0;
+};
+
+/// What `evaluate` returns.
+struct EvaluateResult {
+  /// The model's prediction (pp for a CAC model).
+  cac_eval::Metrics metrics;
+  /// With `branches`: `logits` (p), `context` (pp) and `oracle` (py).
+  std::map<std::string, cac_eval::Metrics> branches;
+  /// Milliseconds per image of inference (without loading).
+  double ms_per_image = 0.0;
+  /// Images evaluated.
+  int64_t images = 0;
+};
+
+/// Evaluates `model` (put in eval mode) on the `val` split of `config`'s dataset.
+EvaluateResult evaluate(cac_models::EncoderDecoder& model, const Config& config, const EvaluateOptions& options = {});
+
+/// Saves `model`'s parameters and buffers to `path` atomically (a checkpoint readable by
+/// `load_weights` and `cac-eval`).
+void save_weights(torch::nn::Module& model, const std::filesystem::path& path);
+
+/// Loads the model weights of a checkpoint written by `train` or `save_weights` into `model`
+/// (by key; every key must match in name and shape).
+void load_weights(torch::nn::Module& model, const std::filesystem::path& path);
+
+/// The device named by `spec` (`cpu`, `cuda`, `cuda:N`), checked to be available.
+torch::Device parse_device(const std::string& spec);
+
+}  // namespace cac_engine

@@ -1,0 +1,52 @@
+// cac-infer CONFIG CKPT IMAGE... [--out-dir DIR] [--opacity 0.5] [--device ...]
+// Segments images with a checkpoint and writes, per image, a colour-palette mask and an overlay.
+#include "engine/cli.hpp"
+#include "engine/trainer.hpp"
+
+#include "data/transforms.hpp"
+#include "eval/visualize.hpp"
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <opencv2/imgcodecs.hpp>
+
+int main(int argc, char** argv) {
+  CLI::App app("cac-infer: segment images and write palette masks and overlays");
+  std::string config_file, checkpoint, out_dir = "predictions", device = "cpu";
+  std::vector<std::string> images, overrides;
+  double opacity = 0.5;
+  app.add_option("config", config_file, "config file (YAML)")->required()->check(CLI::ExistingFile);
+  app.add_option("checkpoint", checkpoint, "checkpoint of cac-train")->required()->check(CLI::ExistingFile);
+  app.add_option("images", images, "images to segment")->required()->check(CLI::ExistingFile);
+  app.add_option("--out-dir", out_dir, "output directory");
+  app.add_option("--opacity", opacity, "overlay opacity")->check(CLI::Range(0.0, 1.0));
+  app.add_option("--set", overrides, "override a config key: key.sub=value (repeatable)");
+  app.add_option("--device", device, "cpu, cuda or cuda:N");
+  CLI11_PARSE(app, argc, argv);
+  return cac_engine::run_program("cac-infer", [&] {
+    const auto config = cac_engine::Config::load(config_file, overrides);
+    const auto target = cac_engine::parse_device(device);
+    auto model = cac_engine::build_model(config);
+    cac_engine::load_weights(*model, checkpoint);
+    model->to(target);
+    model->eval();
+    const auto pipeline = cac_engine::test_pipeline(config);
+    const auto inference = cac_engine::inference_options(config);
+    const auto info = cac_engine::dataset_info(config);
+    const cac_eval::Palette palette(info.palette.begin(), info.palette.end());
+    for (const auto& file : images) {
+      cac_data::RawSample raw;
+      raw.image = cv::imread(file, cv::IMREAD_COLOR);
+      TORCH_CHECK(!raw.image.empty(), "expected an image file but could not decode ", file);
+      raw.name = std::filesystem::path(file).stem().string();
+      const cac_data::Sample sample = cac_data::test_transform(raw, pipeline);
+      const torch::Tensor mask = cac_eval::predict(model, sample.image.unsqueeze(0).to(target), inference,
+                                                   {raw.image.rows, raw.image.cols});
+      const cv::Mat color = cac_eval::colorize(mask, palette);
+      const std::filesystem::path dir(out_dir);
+      cac_eval::write_png(dir / (raw.name + ".png"), color);
+      cac_eval::write_png(dir / (raw.name + "_overlay.png"), cac_eval::overlay(raw.image, color, opacity));
+      fmt::print("{} -> {}\n", file, (dir / (raw.name + "_overlay.png")).string());
+    }
+  });
+}
