@@ -40,7 +40,7 @@ void check_positive(const Config& config, const std::string& key, double value) 
 }  // namespace
 
 cac_models::EncoderDecoder build_model(const Config& config) {
-  config.check_keys("model", {"name", "num_classes", "cac", "sync_bn", "pretrained", "cac_head", "cac_loss"});
+  config.check_keys("model", {"name", "num_classes", "cac", "sync_bn", "pretrained", "pretrained_source", "cac_head", "cac_loss"});
   config.check_keys("model.cac_head", {"tau", "oracle_scope", "hidden_channels"});
   config.check_keys("model.cac_loss", {"kl_weight", "logits_weight", "context_weight", "oracle_weight"});
   const auto names = cac_models::model_names();

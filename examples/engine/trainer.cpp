@@ -4,6 +4,8 @@
 #include "eval/inference.hpp"
 #include "eval/visualize.hpp"
 
+#include <cac/io/io.hpp>
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -205,6 +207,23 @@ void load_weights(torch::nn::Module& model, const std::filesystem::path& path) {
   read_model(archive, model, path.string());
 }
 
+std::string load_pretrained(torch::nn::Module& model, const std::filesystem::path& path, const std::string& source) {
+  TORCH_CHECK(std::filesystem::is_regular_file(path), "cac: expected initial weights at ", path.string(),
+              " but there is none");
+  try {
+    load_weights(model, path);
+    return "loaded every key of " + path.string();
+  } catch (const c10::Error&) {
+    // Not a checkpoint of this engine: a PyTorch one.
+  }
+  const cac::io::StateDict state_dict =
+      cac::io::convert_state_dict(cac::io::read_state_dict(path.string()), cac::io::checkpoint_source(source));
+  const cac::io::LoadReport report = cac::io::load_state_dict(model, state_dict, cac::io::LoadOptions().strict(false));
+  TORCH_CHECK(!report.loaded_keys.empty(), "cac: expected ", path.string(), " (as ", source,
+              ") to share keys with the model but none matched:\n", report.to_string());
+  return report.to_string();
+}
+
 EvaluateResult evaluate(cac_models::EncoderDecoder& model, const Config& config, const EvaluateOptions& options) {
   const auto dataset = build_dataset(config, "val");
   const auto& info = dataset->info();
@@ -267,7 +286,13 @@ TrainResult train(const Config& config, const TrainOptions& options) {
   write_text(dir / "config.yaml", effective.dump());
 
   cac_models::EncoderDecoder model = build_model(effective);
-  if (!options.load_from().empty()) load_weights(*model, options.load_from());
+  const std::string source = effective.get_choice(
+      "model.pretrained_source", {"mmseg", "cac", "backbone", "mmcls", "swin", "torchvision"}, "mmseg");
+  for (const std::string& initial : {effective.get<std::string>("model.pretrained", ""), options.load_from()}) {
+    if (initial.empty()) continue;
+    const std::string report = load_pretrained(*model, initial, source);
+    if (options.verbose()) fmt::print("initial weights {}: {}\n", initial, report);
+  }
   model->to(options.device());
   auto optimizer = build_optimizer(effective, *model);
   const LrSchedule schedule(effective);

@@ -32,7 +32,8 @@ struct TrainOptions {
   /// Continue from `work_dir/latest.pt` (model, optimizer, iteration, RNG and loader state).
   /// Default: false
   TORCH_ARG(bool, resume) = false;
-  /// Initial weights (a checkpoint of this engine), loaded by key before training.
+  /// Initial weights loaded by key before training: a checkpoint of this engine, or a PyTorch
+  /// `.pth` (mmseg layout; `model.pretrained_source` in the config names other layouts).
   /// Default: ""
   TORCH_ARG(std::string, load_from) = "";
   /// Device to train on.
@@ -126,6 +127,11 @@ void save_weights(torch::nn::Module& model, const std::filesystem::path& path);
 /// Loads the model weights of a checkpoint written by `train` or `save_weights` into `model`
 /// (by key; every key must match in name and shape).
 void load_weights(torch::nn::Module& model, const std::filesystem::path& path);
+
+/// Loads initial weights into `model`: a checkpoint of this engine (every key must match), else a
+/// PyTorch checkpoint read with `cac::io` and converted from `source` (`mmseg`, `cac`, `backbone`,
+/// `mmcls`, `swin`, `torchvision`), loaded non-strictly; returns the load report's summary.
+std::string load_pretrained(torch::nn::Module& model, const std::filesystem::path& path, const std::string& source);
 
 /// The device named by `spec` (`cpu`, `cuda`, `cuda:N`), checked to be available.
 torch::Device parse_device(const std::string& spec);

@@ -2,6 +2,8 @@
 // directory holds what the docs promise, evaluation scores every branch.
 #include "engine/trainer.hpp"
 
+#include <cac/io/io.hpp>
+
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
@@ -130,4 +132,38 @@ TEST_CASE("trainer: configuration and resume errors", "[trainer]") {
   CHECK_THROWS_WITH(cac_engine::train(config, cac_engine::TrainOptions().work_dir(dir / "bad").verbose(false)),
                     Catch::Contains("key 'optimizer.type': expected one of sgd, adamw but got 'adam'"));
   CHECK_THROWS_WITH(cac_engine::parse_device("gpu"), Catch::Contains("expected a device cpu, cuda or cuda:N but got 'gpu'"));
+}
+
+TEST_CASE("trainer: initial weights from a PyTorch .pth in mmseg and official CAC layouts", "[trainer]") {
+  const fs::path dir = fs::temp_directory_path() / "cac_trainer_pretrained";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const Config config = tiny_config(dir / "data", true, 2);
+  torch::manual_seed(11);
+  auto source = cac_engine::build_model(config);
+  cac::io::StateDict mmseg = cac::io::state_dict_of(*source), official;
+  cac::io::write_state_dict(mmseg, (dir / "mmseg.pth").string());
+  for (const auto& [key, value] : mmseg) {
+    std::string renamed = key;
+    for (const auto& [from, to] : {std::pair<std::string, std::string>{"decode_head.cac.context_projector.", "decode_head.proj."},
+                                   {"decode_head.cac.oracle_projector.", "decode_head.apd_proj."}}) {
+      if (renamed.rfind(from, 0) == 0) renamed = to + renamed.substr(from.size());
+    }
+    official[renamed] = value;
+  }
+  cac::io::write_state_dict(official, (dir / "official.pth").string());
+  for (const auto& [file, layout] : {std::pair<const char*, const char*>{"mmseg.pth", "mmseg"}, {"official.pth", "cac"}}) {
+    INFO(file);
+    torch::manual_seed(12);
+    auto target = cac_engine::build_model(config);
+    const std::string report = cac_engine::load_pretrained(*target, dir / file, layout);
+    auto loaded = cac::io::state_dict_of(*target);
+    for (const auto& [key, value] : mmseg) {
+      INFO(key);
+      CHECK(torch::equal(value, loaded.at(key)));
+    }
+  }
+  auto target = cac_engine::build_model(config);
+  CHECK_THROWS_WITH(cac_engine::load_pretrained(*target, dir / "official.pth", "swin"),
+                    Catch::Contains("to share keys with the model but none matched"));
 }
