@@ -1,5 +1,7 @@
 #include "trainer.hpp"
 
+#include "amp.hpp"
+
 #include "data/loader.hpp"
 #include "eval/inference.hpp"
 #include "eval/visualize.hpp"
@@ -274,7 +276,7 @@ EvaluateResult evaluate(cac_models::EncoderDecoder& model, const Config& config,
 
 TrainResult train(const Config& config, const TrainOptions& options) {
   config.check_keys("", {"model", "data", "optimizer", "schedule", "runtime", "evaluation"});
-  config.check_keys("runtime", {"seed", "log_interval", "checkpoint_interval", "keep_last", "device"});
+  config.check_keys("runtime", {"seed", "log_interval", "checkpoint_interval", "keep_last", "device", "amp", "amp_dtype"});
   const int64_t seed = options.seed() ? *options.seed() : config.get<int64_t>("runtime.seed", 0);
   Config effective = config;
   effective.set("runtime.seed=" + std::to_string(seed));
@@ -296,6 +298,10 @@ TrainResult train(const Config& config, const TrainOptions& options) {
   model->to(options.device());
   auto optimizer = build_optimizer(effective, *model);
   const LrSchedule schedule(effective);
+  const std::string amp_dtype = effective.get_choice("runtime.amp_dtype", {"auto", "float16", "bfloat16"}, "auto");
+  MixedPrecision amp(effective.get<bool>("runtime.amp", false), options.device(),
+                     amp_dtype == "auto" ? c10::optional<c10::ScalarType>()
+                                         : (amp_dtype == "float16" ? torch::kHalf : torch::kBFloat16));
   const double grad_clip = effective.get<double>("optimizer.grad_clip", 0.0);
   const int64_t log_interval = std::max<int64_t>(1, effective.get<int64_t>("runtime.log_interval", 50));
   const int64_t eval_interval = effective.get<int64_t>("evaluation.interval", 0);
@@ -360,13 +366,11 @@ TrainResult train(const Config& config, const TrainOptions& options) {
     const double lr = schedule.at(iter);
     set_learning_rate(*optimizer, lr);
     optimizer->zero_grad();
-    const auto losses = model->forward_train(images, labels);
+    const auto losses = amp.forward([&] { return model->forward_train(images, labels); });
     const torch::Tensor& total = losses.at("total");
     TORCH_CHECK(std::isfinite(total.item<double>()), "cac-train: the loss became ", total.item<double>(),
                 " at iteration ", iter + 1, "; lower optimizer.lr or set optimizer.grad_clip");
-    total.backward();
-    if (grad_clip > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), grad_clip);
-    optimizer->step();
+    amp.backward_and_step(total, *optimizer, model->parameters(), grad_clip);
     data_time += std::chrono::duration<double>(t1 - t0).count();
     step_time += since(t1);
     for (const auto& [name, value] : losses) sums[name] += value.item<double>();

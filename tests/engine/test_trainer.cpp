@@ -1,5 +1,6 @@
 // The training engine on a tiny context-shift dataset: resume is bit-identical on CPU, the work
 // directory holds what the docs promise, evaluation scores every branch.
+#include "engine/amp.hpp"
 #include "engine/trainer.hpp"
 
 #include <cac/io/io.hpp>
@@ -166,4 +167,19 @@ TEST_CASE("trainer: initial weights from a PyTorch .pth in mmseg and official CA
   auto target = cac_engine::build_model(config);
   CHECK_THROWS_WITH(cac_engine::load_pretrained(*target, dir / "official.pth", "swin"),
                     Catch::Contains("to share keys with the model but none matched"));
+}
+
+TEST_CASE("trainer: bfloat16 autocast on CPU (runtime.amp) trains with finite losses", "[trainer]") {
+  const fs::path dir = fs::temp_directory_path() / "cac_trainer_amp";
+  fs::remove_all(dir);
+  for (bool cac : {false, true}) {
+    INFO("cac " << cac);
+    Config config = tiny_config(dir / "data", cac, 4);
+    config.set("runtime.amp=true");
+    const auto result = cac_engine::train(config, cac_engine::TrainOptions().work_dir(dir / (cac ? "cac" : "base")).verbose(false));
+    CHECK(result.iteration == 4);
+    for (const auto& [iter, loss] : result.losses) CHECK(std::isfinite(loss));
+  }
+  CHECK_THROWS_WITH(cac_engine::MixedPrecision(true, torch::kCPU, torch::kHalf),
+                    Catch::Contains("expected bfloat16 for CPU autocast but got Half"));
 }
