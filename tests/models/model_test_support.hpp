@@ -154,4 +154,31 @@ auto with_cpu_autocast(Fn&& fn) -> decltype(fn()) {
   return fn();
 }
 
+/// Backpropagates `loss` and checks that every parameter of `model` received a nonzero gradient.
+inline void check_every_parameter_learns(torch::nn::Module& model, const torch::Tensor& loss) {
+  loss.backward();
+  for (const auto& p : model.named_parameters()) {
+    INFO(p.key());
+    REQUIRE(p.value().grad().defined());
+    CHECK(p.value().grad().abs().sum().item<double>() > 0);
+  }
+}
+
+/// Runs `model` (a backbone) on `x` under bfloat16 CPU autocast, checks one finite output per
+/// stage with the backbone's channels, and returns Σ mean(y²) in float32 for a backward pass
+/// outside autocast.
+template <typename Backbone>
+torch::Tensor autocast_outputs_loss(Backbone& model, const torch::Tensor& x) {
+  const std::vector<torch::Tensor> out = with_cpu_autocast([&] { return model->forward(x); });
+  const std::vector<int64_t> channels = model->out_channels();
+  REQUIRE(out.size() == channels.size());
+  torch::Tensor loss = torch::zeros({});
+  for (size_t i = 0; i < out.size(); ++i) {
+    CHECK(out[i].size(1) == channels[i]);
+    CHECK(torch::isfinite(out[i]).all().item<bool>());
+    loss = loss + out[i].to(torch::kFloat).pow(2).mean();
+  }
+  return loss;
+}
+
 }  // namespace cac_models_test

@@ -255,34 +255,10 @@ TEST_CASE("hrnet: every parameter gets a gradient; CPU autocast runs", "[hrnet]"
   SECTION("float32 gradients") {
     torch::Tensor loss = torch::zeros({});
     for (const auto& y : model->forward(x)) loss = loss + y.pow(2).mean();
-    loss.backward();
-    for (const auto& p : model->named_parameters()) {
-      INFO(p.key());
-      REQUIRE(p.value().grad().defined());
-      CHECK(p.value().grad().abs().sum().item<double>() > 0);
-    }
+    check_every_parameter_learns(*model, loss);
   }
   SECTION("bfloat16 autocast forward, backward outside it") {
-    std::vector<torch::Tensor> out;
-    at::autocast::set_cpu_enabled(true);
-    at::autocast::set_autocast_cpu_dtype(torch::kBFloat16);
-    try {
-      out = model->forward(x);
-    } catch (...) {
-      at::autocast::set_cpu_enabled(false);
-      at::autocast::clear_cache();
-      throw;
-    }
-    at::autocast::set_cpu_enabled(false);
-    at::autocast::clear_cache();
-    REQUIRE(out.size() == 4);
-    torch::Tensor loss = torch::zeros({});
-    for (size_t i = 0; i < 4; ++i) {
-      CHECK(out[i].size(1) == model->out_channels()[i]);
-      CHECK(torch::isfinite(out[i]).all().item<bool>());
-      loss = loss + out[i].to(torch::kFloat).mean();
-    }
-    loss.backward();
+    autocast_outputs_loss(model, x).backward();
     CHECK(model->conv1->weight.grad().defined());
   }
 }

@@ -360,23 +360,10 @@ TEST_CASE("resnet: every parameter gets a gradient; CPU autocast runs", "[resnet
   SECTION("float32 gradients") {
     torch::Tensor loss = torch::zeros({});
     for (const auto& y : model->forward(x)) loss = loss + y.pow(2).mean();
-    loss.backward();
-    for (const auto& p : model->named_parameters()) {
-      INFO(p.key());
-      REQUIRE(p.value().grad().defined());
-      CHECK(p.value().grad().abs().sum().item<double>() > 0);
-    }
+    check_every_parameter_learns(*model, loss);
   }
   SECTION("bfloat16 autocast forward, backward outside it") {
-    const auto out = with_cpu_autocast([&] { return model->forward(x); });
-    REQUIRE(out.size() == 4);
-    torch::Tensor loss = torch::zeros({});
-    for (size_t i = 0; i < 4; ++i) {
-      CHECK(out[i].size(1) == model->out_channels()[i]);
-      CHECK(torch::isfinite(out[i]).all().item<bool>());
-      loss = loss + out[i].to(torch::kFloat).mean();
-    }
-    loss.backward();
+    autocast_outputs_loss(model, x).backward();
     CHECK(model->named_parameters()["stem.0.weight"].grad().defined());
   }
 }

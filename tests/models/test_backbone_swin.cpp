@@ -302,24 +302,11 @@ TEST_CASE("swin: every parameter gets a gradient; CPU autocast runs", "[swin]") 
     const auto out = model->forward(x);
     // Weighted by a random map, since the mean of a layer-normed output hardly depends on it.
     for (const auto& y : out) loss = loss + (y * torch::randn_like(y)).mean() + y.pow(3).mean();
-    loss.backward();
-    for (const auto& p : model->named_parameters()) {
-      INFO(p.key());
-      REQUIRE(p.value().grad().defined());
-      CHECK(p.value().grad().abs().sum().item<double>() > 0);
-    }
+    check_every_parameter_learns(*model, loss);
     CHECK_FALSE(model->named_buffers()["stages.0.blocks.0.attn.w_msa.relative_position_index"].requires_grad());
   }
   SECTION("bfloat16 autocast forward, backward outside it") {
-    const auto out = with_cpu_autocast([&] { return model->forward(x); });
-    REQUIRE(out.size() == 4);
-    torch::Tensor loss = torch::zeros({});
-    for (size_t i = 0; i < 4; ++i) {
-      CHECK(out[i].size(1) == model->out_channels()[i]);
-      CHECK(torch::isfinite(out[i]).all().item<bool>());
-      loss = loss + out[i].to(torch::kFloat).pow(2).mean();
-    }
-    loss.backward();
+    autocast_outputs_loss(model, x).backward();
     CHECK(model->patch_embed->projection->weight.grad().defined());
   }
 }
