@@ -13,7 +13,8 @@ case "$mode" in
 esac
 build=${CAC_BUILD_DIR:-build}
 packages=(libtorch-dev catch2 libfmt-dev libopenblas0-openmp libbenchmark-dev cmake g++ ninja-build ccache libcli11-dev
-          libyaml-cpp-dev nlohmann-json3-dev libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev)
+          libyaml-cpp-dev nlohmann-json3-dev libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
+          libgloo-dev)
 
 missing=()
 for p in "${packages[@]}"; do

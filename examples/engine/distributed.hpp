@@ -1,0 +1,243 @@
+#pragma once
+/// \file
+/// Multi-process data-parallel training on LibTorch's c10d: the torchrun/SLURM environment,
+/// a process group (Gloo on CPU, NCCL on CUDA) with bucketed collectives and timeouts,
+/// parameter broadcast and gradient averaging, synchronised batch norm (mmseg `SyncBN`), the
+/// reduction of confusion matrices, and a local launcher (`torchrun --standalone`).
+///
+/// ```
+/// // in main(): cac-train --nproc N starts N copies of itself; the copies see RANK set.
+/// if (nproc > 1 && !cac_engine::DistributedEnv::from_env().launched)
+///   return cac_engine::launch_local(nproc, argc, argv);
+/// auto group = std::make_shared<cac_engine::ProcessGroup>();
+/// group->init(cac_engine::DistributedEnv::from_env(), device, std::chrono::minutes(30));
+/// cac_engine::broadcast_parameters(*model, *group);
+/// // every step: loss.backward(); cac_engine::average_gradients(*model, *group); optimizer.step();
+/// ```
+/// See docs/distributed.md.
+
+#include "eval/metrics.hpp"
+
+#include <torch/nn/cloneable.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace cac_engine {
+
+/// Where this process stands in the job, read from the torchrun variables `RANK`, `WORLD_SIZE`,
+/// `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`, with SLURM's `SLURM_PROCID`, `SLURM_NTASKS`,
+/// `SLURM_LOCALID` as fallbacks for the first three. Unset: a world of one.
+struct DistributedEnv {
+  /// Global rank in [0, world_size).
+  int64_t rank = 0;
+  /// Number of processes in the job.
+  int64_t world_size = 1;
+  /// Rank on this machine (selects the GPU: `cuda:<local_rank>`).
+  int64_t local_rank = 0;
+  /// Address of rank 0, which hosts the rendezvous store.
+  std::string master_addr = "127.0.0.1";
+  /// Port of the rendezvous store on rank 0.
+  int64_t master_port = 29500;
+  /// Whether a launcher set the variables (`RANK`/`WORLD_SIZE` or `SLURM_PROCID`/`SLURM_NTASKS`).
+  bool launched = false;
+
+  /// The environment of this process. Throws on malformed values (non-numeric, rank out of range).
+  static DistributedEnv from_env();
+  /// Whether there is more than one process.
+  bool distributed() const { return world_size > 1; }
+};
+
+/// A c10d process group: Gloo for CPU tensors, NCCL for CUDA tensors (when LibTorch was built
+/// with it, `USE_C10D_NCCL`). With a world of one (or before `init`) every collective is a no-op.
+/// Every collective must be called by all ranks in the same order with tensors of the same
+/// shapes and dtypes. A peer that died or stopped answering makes the collective throw a
+/// `c10::Error` ("cac_engine::ProcessGroup::...: rank r of W failed ...") within the timeout.
+class ProcessGroup {
+ public:
+  /// Bucket size of `broadcast` and `all_reduce_sum` (PyTorch DDP's `bucket_cap_mb`).
+  static constexpr int64_t kDefaultBucketBytes = 25 * 1024 * 1024;
+  /// PyTorch's default collective timeout.
+  static constexpr std::chrono::milliseconds kDefaultTimeout = std::chrono::minutes(30);
+
+  /// A world of one; call `init` to join a group.
+  ProcessGroup();
+  /// `init(env, device, timeout)`.
+  ProcessGroup(const DistributedEnv& env, torch::Device device = torch::kCPU,
+               std::chrono::milliseconds timeout = kDefaultTimeout);
+  ~ProcessGroup();
+  ProcessGroup(const ProcessGroup&) = delete;
+  ProcessGroup& operator=(const ProcessGroup&) = delete;
+
+  /// Joins the group of `env`: rank 0 hosts a `TCPStore` on `master_addr:master_port`, the others
+  /// connect to it, then the backend connects every pair. The backend follows `device`: Gloo for
+  /// the CPU, NCCL for CUDA. Joining, and every later collective, fails after `timeout` if a
+  /// peer is missing. Gloo binds to `GLOO_SOCKET_IFNAME` when set, to 127.0.0.1 when the master is
+  /// local, and otherwise to the address of this machine's hostname. A world of one needs no
+  /// network and creates nothing.
+  void init(const DistributedEnv& env, torch::Device device = torch::kCPU,
+            std::chrono::milliseconds timeout = kDefaultTimeout);
+
+  /// This process's rank.
+  int64_t rank() const { return rank_; }
+  /// The number of processes.
+  int64_t size() const { return size_; }
+  /// The device of the tensors this group reduces (CPU for Gloo, CUDA for NCCL).
+  torch::Device device() const { return device_; }
+  /// "gloo", "nccl", or "none" for a world of one.
+  const std::string& backend() const { return backend_; }
+  /// The timeout of joining and of every collective.
+  std::chrono::milliseconds timeout() const { return timeout_; }
+  /// Bytes per bucket of `broadcast`/`all_reduce_sum` (> 0).
+  /// Default: kDefaultBucketBytes (25 MiB)
+  int64_t bucket_bytes() const { return bucket_bytes_; }
+  /// Sets `bucket_bytes`.
+  void set_bucket_bytes(int64_t bytes);
+
+  /// Overwrites every tensor with its value on rank `root`, in place. Tensors of one dtype and
+  /// device are flattened into buckets of `bucket_bytes`, one broadcast per bucket.
+  void broadcast(std::vector<torch::Tensor>& tensors, int64_t root = 0);
+  /// Replaces every tensor by its sum over the ranks, in place, bucketed as `broadcast`.
+  void all_reduce_sum(std::vector<torch::Tensor>& tensors);
+  /// Waits until every rank has reached the barrier.
+  void barrier();
+
+ private:
+  void bucketed(std::vector<torch::Tensor>& tensors, const char* what, int64_t root);
+  void check_ranks(const char* what) const;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  int64_t rank_ = 0;
+  int64_t size_ = 1;
+  std::string backend_ = "none";
+  torch::Device device_ = torch::kCPU;
+  std::chrono::milliseconds timeout_ = kDefaultTimeout;
+  int64_t bucket_bytes_ = kDefaultBucketBytes;
+};
+
+/// Copies every parameter and buffer of rank 0 to the other ranks (identical initial weights and
+/// batch-norm statistics), bucketed.
+void broadcast_parameters(torch::nn::Module& module, ProcessGroup& group);
+
+/// Replaces the gradient of every parameter that requires one by its mean over the ranks (sum /
+/// world size), in one bucketed all-reduce. A parameter without a gradient on some rank counts as
+/// zeros there; it gets the mean on every rank unless no rank had a gradient, in which case it
+/// stays without one everywhere (so optimizers skip it on every rank alike).
+void average_gradients(torch::nn::Module& module, ProcessGroup& group);
+
+/// The mean of `value` over the ranks (losses and timings for logging).
+double average_scalar(double value, ProcessGroup& group);
+
+/// The sum of the confusion matrices of all ranks (each rank evaluated its shard), exact: the
+/// int64 counts are all-reduced. Every rank gets the total.
+cac_eval::ConfusionMatrix all_reduce(const cac_eval::ConfusionMatrix& confusion, ProcessGroup& group);
+
+/// Batch norm of `input` `[N, C, H, W]` with the batch statistics of the whole group (mmseg /
+/// PyTorch `SyncBatchNorm`). When batch statistics are used (`training`, or no running
+/// statistics), the per-channel sum, sum of squares and count are all-reduced in the forward pass
+/// and the two per-channel gradient sums in the backward pass; `running_mean`/`running_var` are
+/// updated in place with the global mean and unbiased variance (identical on every rank) and
+/// `num_batches_tracked` is incremented. The gradients of `weight`/`bias` are this rank's share, as
+/// for any parameter (`average_gradients` turns them into the single-process values). In
+/// evaluation mode, or with a world of one, this is exactly what `torch::nn::BatchNorm2d` computes.
+/// Every rank must call it for the same layers in the same order. `weight`/`bias` are undefined
+/// when not `affine`, the three buffers when not `track_running_stats`.
+torch::Tensor sync_batch_norm(const torch::Tensor& input, const torch::nn::BatchNorm2dOptions& options, bool training,
+                              const torch::Tensor& weight, const torch::Tensor& bias, torch::Tensor running_mean,
+                              torch::Tensor running_var, torch::Tensor num_batches_tracked, ProcessGroup& group);
+
+/// `sync_batch_norm` with the options, parameters and buffers of `norm` (e.g. to synchronise a
+/// model's existing `torch::nn::BatchNorm2d` from its parent's `forward`).
+torch::Tensor sync_batch_norm(const torch::Tensor& input, torch::nn::BatchNorm2dImpl& norm, ProcessGroup& group);
+
+/// `torch::nn::BatchNorm2d` with cross-process statistics in training (`sync_batch_norm`): same
+/// options, parameters `weight`, `bias` and buffers `running_mean`, `running_var`,
+/// `num_batches_tracked`, initialised alike, so state dicts and checkpoints are interchangeable.
+/// (It is not a `torch::nn::BatchNorm2dImpl`: LibTorch 1.13 does not export the symbols a derived
+/// class needs, so `module->as<torch::nn::BatchNorm2dImpl>()` does not find it.) The group must
+/// outlive the forward and backward passes; without a group, or with a world of one, this is plain
+/// batch norm.
+class SyncBatchNorm2dImpl : public torch::nn::Cloneable<SyncBatchNorm2dImpl> {
+ public:
+  /// A fresh layer synchronised over `group` (may be null: plain batch norm).
+  explicit SyncBatchNorm2dImpl(const torch::nn::BatchNorm2dOptions& options,
+                               std::shared_ptr<ProcessGroup> group = nullptr);
+  /// A layer with the options, parameters, buffers and mode of `norm` (copies), synchronised over `group`.
+  SyncBatchNorm2dImpl(const torch::nn::BatchNorm2dImpl& norm, std::shared_ptr<ProcessGroup> group);
+  /// Registers fresh parameters (ones, zeros) and buffers (zeros, ones, 0), as `BatchNorm2d`.
+  void reset() override;
+  /// `sync_batch_norm(input, options, is_training(), weight, bias, running_mean, running_var,
+  /// num_batches_tracked, *group)`.
+  torch::Tensor forward(const torch::Tensor& input);
+  /// Prints `cac_engine::SyncBatchNorm2d(C, eps=..., momentum=..., world_size=W)`.
+  void pretty_print(std::ostream& stream) const override;
+
+  /// The options of `torch::nn::BatchNorm2d`.
+  torch::nn::BatchNorm2dOptions options;
+  /// The process group (may be null).
+  std::shared_ptr<ProcessGroup> group;
+  /// Scale (`affine` only).
+  torch::Tensor weight;
+  /// Shift (`affine` only).
+  torch::Tensor bias;
+  /// Running mean (`track_running_stats` only).
+  torch::Tensor running_mean;
+  /// Running unbiased variance (`track_running_stats` only).
+  torch::Tensor running_var;
+  /// Number of training batches seen (`track_running_stats` only).
+  torch::Tensor num_batches_tracked;
+};
+TORCH_MODULE(SyncBatchNorm2d);
+
+/// Knobs of `launch_local`/`launch_workers`.
+struct LaunchOptions {
+  /// Address the workers rendezvous on (`MASTER_ADDR`).
+  /// Default: "127.0.0.1"
+  TORCH_ARG(std::string, master_addr) = "127.0.0.1";
+  /// Port of the rendezvous (`MASTER_PORT`); 0 picks a free one.
+  /// Default: 0
+  TORCH_ARG(int64_t, master_port) = 0;
+  /// Stop the other workers (SIGTERM, then SIGKILL after `kill_grace`) when one exits non-zero.
+  /// Default: true
+  TORCH_ARG(bool, kill_on_failure) = true;
+  /// Time between SIGTERM and SIGKILL when stopping workers.
+  /// Default: 5 s
+  TORCH_ARG(std::chrono::milliseconds, kill_grace) = std::chrono::seconds(5);
+  /// Sets `OMP_NUM_THREADS=1` in the workers when it is unset and there are several (as torchrun).
+  /// Default: true
+  TORCH_ARG(bool, single_thread_default) = true;
+};
+
+/// The outcome of `launch_workers`.
+struct LaunchResult {
+  /// Exit status of each rank: the exit code, or 128 + signal for a worker killed by a signal.
+  std::vector<int> exit_codes;
+  /// The exit code of the first worker that failed (by time of exit), 0 if none did.
+  int exit_code = 0;
+  /// The rank of that worker, -1 if none failed.
+  int64_t failed_rank = -1;
+};
+
+/// Starts `nproc` (> 0) copies of this program (`/proc/self/exe`) with the arguments `args`
+/// (`args[0]` is the program name they see) and the variables `RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
+/// `LOCAL_WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT` set, and waits for all of them. Workers die with
+/// the launcher (`PR_SET_PDEATHSIG`).
+LaunchResult launch_workers(int64_t nproc, const std::vector<std::string>& args, const LaunchOptions& options = {});
+
+/// `torchrun --standalone --nproc-per-node nproc`: `launch_workers(nproc, argv)` on 127.0.0.1 with
+/// a free port; returns the first non-zero exit code (after stopping the other workers), or 0.
+/// Prints a line naming the failed rank on stderr.
+int launch_local(int nproc, int argc, char** argv);
+
+/// A free TCP port on 127.0.0.1 (bound and released; another process could take it meanwhile).
+int64_t free_port();
+
+}  // namespace cac_engine
