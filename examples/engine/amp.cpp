@@ -63,8 +63,10 @@ std::map<std::string, torch::Tensor> MixedPrecision::forward(
 }
 
 bool MixedPrecision::backward_and_step(const torch::Tensor& loss, torch::optim::Optimizer& optimizer,
-                                       const std::vector<torch::Tensor>& parameters, double grad_clip) {
+                                       const std::vector<torch::Tensor>& parameters, double grad_clip,
+                                       const std::function<void()>& after_backward) {
   (scaling_ ? loss.to(torch::kFloat) * scale_ : loss).backward();
+  if (after_backward) after_backward();
   bool finite = true;
   if (scaling_) {
     torch::NoGradGuard no_grad;

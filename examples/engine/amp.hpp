@@ -33,11 +33,13 @@ class MixedPrecision {
   /// Runs `body` under autocast (or plainly when off).
   std::map<std::string, torch::Tensor> forward(const std::function<std::map<std::string, torch::Tensor>()>& body) const;
 
-  /// `loss.backward()` (scaled with float16), unscales and clips the gradients to `grad_clip`
+  /// `loss.backward()` (scaled with float16), `after_backward()` when given (data-parallel
+  /// training averages the gradients there), unscales and clips the gradients to `grad_clip`
   /// (0 = no clipping), then `optimizer.step()` unless a gradient is non-finite. Returns whether
   /// the step was taken.
   bool backward_and_step(const torch::Tensor& loss, torch::optim::Optimizer& optimizer,
-                         const std::vector<torch::Tensor>& parameters, double grad_clip);
+                         const std::vector<torch::Tensor>& parameters, double grad_clip,
+                         const std::function<void()>& after_backward = {});
 
   /// Whether autocast is on.
   bool enabled() const { return enabled_; }

@@ -40,7 +40,8 @@ void check_positive(const Config& config, const std::string& key, double value) 
 }  // namespace
 
 cac_models::EncoderDecoder build_model(const Config& config) {
-  config.check_keys("model", {"name", "num_classes", "cac", "sync_bn", "pretrained", "pretrained_source", "cac_head", "cac_loss"});
+  config.check_keys("model", {"name", "num_classes", "cac", "sync_bn", "dropout_ratio", "pretrained", "pretrained_source",
+                              "cac_head", "cac_loss"});
   config.check_keys("model.cac_head", {"tau", "oracle_scope", "hidden_channels"});
   config.check_keys("model.cac_loss", {"kl_weight", "logits_weight", "context_weight", "oracle_weight"});
   const auto names = cac_models::model_names();
@@ -51,6 +52,10 @@ cac_models::EncoderDecoder build_model(const Config& config) {
   options.num_classes = classes;
   options.cac = config.get<bool>("model.cac", false);
   options.norm.sync(config.get<bool>("model.sync_bn", false));
+  if (config.has("model.dropout_ratio")) {
+    options.dropout_ratio = config.get<double>("model.dropout_ratio");
+    if (!(*options.dropout_ratio < 1.0)) config.fail("model.dropout_ratio", "expected a ratio below 1");
+  }
   options.cac_head.tau(config.get<double>("model.cac_head.tau", options.cac_head.tau()))
       .hidden_channels(config.get<int64_t>("model.cac_head.hidden_channels", 0))
       .oracle_scope(config.get_choice("model.cac_head.oracle_scope", {"batch", "image"}, "batch") == "image"

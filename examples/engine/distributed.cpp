@@ -465,66 +465,17 @@ torch::Tensor sync_batch_norm(const torch::Tensor& input, torch::nn::BatchNorm2d
                          norm.running_var, norm.num_batches_tracked, group);
 }
 
-SyncBatchNorm2dImpl::SyncBatchNorm2dImpl(const torch::nn::BatchNorm2dOptions& options_,
-                                         std::shared_ptr<ProcessGroup> group_)
-    : options(options_), group(std::move(group_)) {
-  reset();
-}
-
-SyncBatchNorm2dImpl::SyncBatchNorm2dImpl(const torch::nn::BatchNorm2dImpl& norm, std::shared_ptr<ProcessGroup> group_)
-    : options(norm.options), group(std::move(group_)) {
-  reset();
-  torch::NoGradGuard no_grad;
-  for (auto& item : named_parameters(/*recurse=*/false)) {
-    const torch::Tensor* source = norm.named_parameters(false).find(item.key());
-    if (source == nullptr || !source->defined()) continue;
-    item.value().copy_(*source);
-    item.value().set_requires_grad(source->requires_grad());
+int64_t synchronize_batch_norms(torch::nn::Module& module, std::shared_ptr<ProcessGroup> group) {
+  if (!group || group->size() == 1) {
+    cac_models::set_sync_norm(module, nullptr);
+    return 0;
   }
-  for (auto& item : named_buffers(/*recurse=*/false)) {
-    const torch::Tensor* source = norm.named_buffers(false).find(item.key());
-    if (source != nullptr && source->defined() && item.value().defined()) item.value().copy_(*source);
-  }
-  train(norm.is_training());
-}
-
-void SyncBatchNorm2dImpl::reset() {
-  TORCH_CHECK(options.num_features() > 0, "cac_engine::SyncBatchNorm2d: expected num_features > 0 but got ",
-              options.num_features());
-  if (options.affine()) {
-    weight = register_parameter("weight", torch::ones({options.num_features()}));
-    bias = register_parameter("bias", torch::zeros({options.num_features()}));
-  } else {
-    weight = register_parameter("weight", torch::Tensor(), /*requires_grad=*/false);
-    bias = register_parameter("bias", torch::Tensor(), /*requires_grad=*/false);
-  }
-  if (options.track_running_stats()) {
-    running_mean = register_buffer("running_mean", torch::zeros({options.num_features()}));
-    running_var = register_buffer("running_var", torch::ones({options.num_features()}));
-    num_batches_tracked = register_buffer("num_batches_tracked", torch::tensor(0, torch::dtype(torch::kLong)));
-  } else {
-    running_mean = register_buffer("running_mean", torch::Tensor());
-    running_var = register_buffer("running_var", torch::Tensor());
-    num_batches_tracked = register_buffer("num_batches_tracked", torch::Tensor());
-  }
-}
-
-torch::Tensor SyncBatchNorm2dImpl::forward(const torch::Tensor& input) {
-  ProcessGroup single;
-  return sync_batch_norm(input, options, is_training(), weight, bias, running_mean, running_var, num_batches_tracked,
-                         group ? *group : single);
-}
-
-void SyncBatchNorm2dImpl::pretty_print(std::ostream& stream) const {
-  stream << "cac_engine::SyncBatchNorm2d(" << options.num_features() << ", eps=" << options.eps() << ", momentum=";
-  if (options.momentum().has_value()) {
-    stream << *options.momentum();
-  } else {
-    stream << "None";
-  }
-  stream << ", affine=" << (options.affine() ? "true" : "false")
-         << ", track_running_stats=" << (options.track_running_stats() ? "true" : "false")
-         << ", world_size=" << (group ? group->size() : 1) << ")";
+  return cac_models::set_sync_norm(
+      module, std::make_shared<const cac_models::SyncNormFunction>(
+                  [group](const torch::Tensor& input, cac_models::Norm2dImpl& norm) {
+                    return sync_batch_norm(input, norm.options, norm.is_training(), norm.weight, norm.bias,
+                                           norm.running_mean, norm.running_var, norm.num_batches_tracked, *group);
+                  }));
 }
 
 // ----------------------------------------------------------------------------------------------

@@ -17,11 +17,10 @@
 /// See docs/distributed.md.
 
 #include "eval/metrics.hpp"
+#include "models/common.hpp"
 
-#include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/batchnorm.h>
-#include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
 #include <chrono>
@@ -158,44 +157,17 @@ torch::Tensor sync_batch_norm(const torch::Tensor& input, const torch::nn::Batch
 /// model's existing `torch::nn::BatchNorm2d` from its parent's `forward`).
 torch::Tensor sync_batch_norm(const torch::Tensor& input, torch::nn::BatchNorm2dImpl& norm, ProcessGroup& group);
 
-/// `torch::nn::BatchNorm2d` with cross-process statistics in training (`sync_batch_norm`): same
-/// options, parameters `weight`, `bias` and buffers `running_mean`, `running_var`,
-/// `num_batches_tracked`, initialised alike, so state dicts and checkpoints are interchangeable.
-/// (It is not a `torch::nn::BatchNorm2dImpl`: LibTorch 1.13 does not export the symbols a derived
-/// class needs, so `module->as<torch::nn::BatchNorm2dImpl>()` does not find it.) The group must
-/// outlive the forward and backward passes; without a group, or with a world of one, this is plain
-/// batch norm.
-class SyncBatchNorm2dImpl : public torch::nn::Cloneable<SyncBatchNorm2dImpl> {
- public:
-  /// A fresh layer synchronised over `group` (may be null: plain batch norm).
-  explicit SyncBatchNorm2dImpl(const torch::nn::BatchNorm2dOptions& options,
-                               std::shared_ptr<ProcessGroup> group = nullptr);
-  /// A layer with the options, parameters, buffers and mode of `norm` (copies), synchronised over `group`.
-  SyncBatchNorm2dImpl(const torch::nn::BatchNorm2dImpl& norm, std::shared_ptr<ProcessGroup> group);
-  /// Registers fresh parameters (ones, zeros) and buffers (zeros, ones, 0), as `BatchNorm2d`.
-  void reset() override;
-  /// `sync_batch_norm(input, options, is_training(), weight, bias, running_mean, running_var,
-  /// num_batches_tracked, *group)`.
-  torch::Tensor forward(const torch::Tensor& input);
-  /// Prints `cac_engine::SyncBatchNorm2d(C, eps=..., momentum=..., world_size=W)`.
-  void pretty_print(std::ostream& stream) const override;
-
-  /// The options of `torch::nn::BatchNorm2d`.
-  torch::nn::BatchNorm2dOptions options;
-  /// The process group (may be null).
-  std::shared_ptr<ProcessGroup> group;
-  /// Scale (`affine` only).
-  torch::Tensor weight;
-  /// Shift (`affine` only).
-  torch::Tensor bias;
-  /// Running mean (`track_running_stats` only).
-  torch::Tensor running_mean;
-  /// Running unbiased variance (`track_running_stats` only).
-  torch::Tensor running_var;
-  /// Number of training batches seen (`track_running_stats` only).
-  torch::Tensor num_batches_tracked;
-};
-TORCH_MODULE(SyncBatchNorm2d);
+/// Synchronises every `cac_models::Norm2d` of `module` built with `sync` (mmseg `SyncBN`; the
+/// zoo's `model.sync_bn`) over `group`: in training their forward becomes `sync_batch_norm` with
+/// their options, parameters and buffers. With a null group or a world of one the layers stay
+/// plain batch norm. The group must outlive the forward and backward passes. Returns the number of
+/// synchronised layers.
+///
+/// ```
+/// cac_models::Norm2d norm(torch::nn::BatchNorm2dOptions(32), /*sync=*/true);  // or a zoo model
+/// cac_engine::synchronize_batch_norms(*norm, group);
+/// ```
+int64_t synchronize_batch_norms(torch::nn::Module& module, std::shared_ptr<ProcessGroup> group);
 
 /// Knobs of `launch_local`/`launch_workers`.
 struct LaunchOptions {

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <optional>
 #include <regex>
 
 namespace cac_engine {
@@ -103,7 +104,7 @@ struct State {
 };
 
 void save_checkpoint(const std::filesystem::path& path, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
-                     const State& state, const Config& config) {
+                     const State& state, const cac_data::LoaderOptions& loader, const Config& config) {
   torch::serialize::OutputArchive archive;
   write_model(archive, model);
   torch::serialize::OutputArchive optimizer_archive;
@@ -112,6 +113,7 @@ void save_checkpoint(const std::filesystem::path& path, torch::nn::Module& model
   archive.write("iteration", torch::tensor(state.iteration));
   archive.write("loader_epoch", torch::tensor(state.loader.epoch));
   archive.write("loader_position", torch::tensor(state.loader.position));
+  archive.write("loader_samples_per_step", torch::tensor(loader.batch_size() * loader.world_size()));
   archive.write("best_miou", torch::tensor(state.best_miou, torch::kDouble));
   {
     auto generator = at::detail::getDefaultCPUGenerator();
@@ -122,7 +124,20 @@ void save_checkpoint(const std::filesystem::path& path, torch::nn::Module& model
   save_archive(archive, path);
 }
 
-State load_checkpoint(const std::filesystem::path& path, torch::nn::Module& model, torch::optim::Optimizer& optimizer) {
+/// Where the loader of `options` continues after `saved` (a position of a run that took
+/// `saved_step` samples per step over all ranks): the same epoch, after the same number of samples
+/// rounded down to a whole step of this run (so at most one step's samples are seen twice).
+cac_data::LoaderState convert_loader_state(const cac_data::LoaderState& saved, int64_t saved_step,
+                                           const cac_data::LoaderOptions& options, int64_t batches_per_epoch) {
+  const int64_t step = options.batch_size() * options.world_size();
+  if (saved_step == step) return saved;
+  cac_data::LoaderState state{saved.epoch, saved.position * saved_step / step};
+  if (state.position >= batches_per_epoch) state = {saved.epoch + 1, 0};
+  return state;
+}
+
+State load_checkpoint(const std::filesystem::path& path, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                      const cac_data::LoaderOptions& loader, int64_t batches_per_epoch) {
   TORCH_CHECK(std::filesystem::is_regular_file(path), "cac-train: expected a checkpoint to resume from at ",
               path.string(), " but there is none");
   torch::serialize::InputArchive archive;
@@ -142,6 +157,10 @@ State load_checkpoint(const std::filesystem::path& path, torch::nn::Module& mode
   state.iteration = read("iteration").item<int64_t>();
   state.loader.epoch = read("loader_epoch").item<int64_t>();
   state.loader.position = read("loader_position").item<int64_t>();
+  torch::Tensor saved_step;  // absent from checkpoints of single-process versions: same geometry
+  if (archive.try_read("loader_samples_per_step", saved_step)) {
+    state.loader = convert_loader_state(state.loader, saved_step.item<int64_t>(), loader, batches_per_epoch);
+  }
   state.best_miou = read("best_miou").item<double>();
   const torch::Tensor value = read("cpu_rng");
   auto generator = at::detail::getDefaultCPUGenerator();
@@ -230,7 +249,10 @@ EvaluateResult evaluate(cac_models::EncoderDecoder& model, const Config& config,
   const auto dataset = build_dataset(config, "val");
   const auto& info = dataset->info();
   const cac_eval::InferenceOptions inference = options.inference() ? *options.inference() : inference_options(config);
-  cac_data::EvalLoader loader(dataset, test_pipeline(config), loader_options(config, options.device()));
+  ProcessGroup single;
+  ProcessGroup& group = options.group() ? *options.group() : single;
+  cac_data::EvalLoader loader(dataset, test_pipeline(config),
+                              loader_options(config, options.device(), group.rank(), group.size()));
   model->eval();
   torch::NoGradGuard no_grad;
   const int64_t classes = model->num_classes();
@@ -244,7 +266,7 @@ EvaluateResult evaluate(cac_models::EncoderDecoder& model, const Config& config,
   EvaluateResult result;
   double seconds = 0.0;
   while (auto batch = loader.next()) {
-    if (options.limit() > 0 && result.images >= options.limit()) break;
+    if (options.limit() > 0 && batch->indices[0] >= options.limit()) break;  // indices ascend
     const torch::Tensor image = batch->images.to(options.device());
     const torch::Tensor label = batch->labels[0];
     const std::vector<int64_t> size{label.size(0), label.size(1)};
@@ -268,8 +290,13 @@ EvaluateResult evaluate(cac_models::EncoderDecoder& model, const Config& config,
     }
     ++result.images;
   }
-  result.metrics = confusion.compute();
-  for (const auto& [name, matrix] : branch_confusion) result.branches[name] = matrix.compute();
+  // Every rank takes part in the same reductions in the same order (the map is sorted).
+  result.metrics = all_reduce(confusion, group).compute();
+  for (const auto& [name, matrix] : branch_confusion) result.branches[name] = all_reduce(matrix, group).compute();
+  std::vector<torch::Tensor> totals{torch::tensor({static_cast<double>(result.images), seconds}, torch::kDouble)};
+  group.all_reduce_sum(totals);
+  result.images = static_cast<int64_t>(totals[0][0].item<double>());
+  seconds = totals[0][1].item<double>();
   result.ms_per_image = result.images ? 1e3 * seconds / static_cast<double>(result.images) : 0.0;
   return result;
 }
@@ -281,11 +308,28 @@ TrainResult train(const Config& config, const TrainOptions& options) {
   Config effective = config;
   effective.set("runtime.seed=" + std::to_string(seed));
   if (options.deterministic()) at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
+  // The same seed on every rank (mmseg's default): identical initial weights, dropout streams and
+  // RNG states, so rank 0's checkpoint resumes every rank.
   torch::manual_seed(static_cast<uint64_t>(seed));
 
+  const DistributedEnv env = DistributedEnv::from_env();
+  torch::Device device = options.device();
+  if (device.is_cuda() && !device.has_index() && env.distributed()) device = torch::Device(torch::kCUDA, env.local_rank);
+  std::shared_ptr<ProcessGroup> group = options.group();
+  if (!group) {
+    group = std::make_shared<ProcessGroup>();
+    if (env.distributed()) group->init(env, device, options.timeout());
+  }
+  const int64_t world = group->size();
+  const bool main_rank = group->rank() == 0;
+  const bool verbose = options.verbose() && main_rank;
+  if (verbose && world > 1) fmt::print("data-parallel training: {} processes ({})\n", world, group->backend());
+
   const auto& dir = options.work_dir();
-  std::filesystem::create_directories(dir);
-  write_text(dir / "config.yaml", effective.dump());
+  if (main_rank) {
+    std::filesystem::create_directories(dir);
+    write_text(dir / "config.yaml", effective.dump());
+  }
 
   cac_models::EncoderDecoder model = build_model(effective);
   const std::string source = effective.get_choice(
@@ -293,13 +337,15 @@ TrainResult train(const Config& config, const TrainOptions& options) {
   for (const std::string& initial : {effective.get<std::string>("model.pretrained", ""), options.load_from()}) {
     if (initial.empty()) continue;
     const std::string report = load_pretrained(*model, initial, source);
-    if (options.verbose()) fmt::print("initial weights {}: {}\n", initial, report);
+    if (verbose) fmt::print("initial weights {}: {}\n", initial, report);
   }
-  model->to(options.device());
+  model->to(device);
+  const int64_t synchronized = synchronize_batch_norms(*model, group);
+  if (verbose && synchronized > 0) fmt::print("SyncBN: {} batch norms synchronised\n", synchronized);
   auto optimizer = build_optimizer(effective, *model);
   const LrSchedule schedule(effective);
   const std::string amp_dtype = effective.get_choice("runtime.amp_dtype", {"auto", "float16", "bfloat16"}, "auto");
-  MixedPrecision amp(effective.get<bool>("runtime.amp", false), options.device(),
+  MixedPrecision amp(effective.get<bool>("runtime.amp", false), device,
                      amp_dtype == "auto" ? c10::optional<c10::ScalarType>()
                                          : (amp_dtype == "float16" ? torch::kHalf : torch::kBFloat16));
   const double grad_clip = effective.get<double>("optimizer.grad_clip", 0.0);
@@ -309,22 +355,30 @@ TrainResult train(const Config& config, const TrainOptions& options) {
   const int64_t keep_last = effective.get<int64_t>("runtime.keep_last", 3);
   const int64_t end = options.stop_at() > 0 ? std::min(options.stop_at(), schedule.iterations()) : schedule.iterations();
 
-  const auto dataset = build_dataset(effective, "train");
-  cac_data::TrainLoader loader(dataset, train_pipeline(effective), loader_options(effective, options.device()));
+  // Rank 0 first: a generated dataset (context_shift) is written once.
+  std::shared_ptr<cac_data::Dataset> dataset;
+  if (main_rank) dataset = build_dataset(effective, "train");
+  group->barrier();
+  if (!main_rank) dataset = build_dataset(effective, "train");
+  cac_data::TrainLoader loader(dataset, train_pipeline(effective),
+                               loader_options(effective, device, group->rank(), world));
   State state;
   if (options.resume()) {
-    state = load_checkpoint(dir / "latest.pt", *model, *optimizer);
+    state = load_checkpoint(dir / "latest.pt", *model, *optimizer, loader.options(), loader.batches_per_epoch());
     loader.restore(state.loader);
   }
-  JsonLog log(dir / "log.jsonl", options.resume());
+  broadcast_parameters(*model, *group);
+  std::optional<JsonLog> log;
+  if (main_rank) log.emplace(dir / "log.jsonl", options.resume());
   TrainResult result;
   result.iteration = state.iteration;
 
   const auto checkpoint = [&](int64_t iteration) {
     state.iteration = iteration;
     state.loader = loader.state();
+    if (!main_rank) return;
     const std::filesystem::path numbered = dir / fmt::format("iter_{}.pt", iteration);
-    save_checkpoint(numbered, *model, *optimizer, state, effective);
+    save_checkpoint(numbered, *model, *optimizer, state, loader.options(), effective);
     std::filesystem::copy_file(numbered, dir / "latest.pt.tmp", std::filesystem::copy_options::overwrite_existing);
     std::filesystem::rename(dir / "latest.pt.tmp", dir / "latest.pt");
     auto existing = numbered_checkpoints(dir);
@@ -333,12 +387,14 @@ TrainResult train(const Config& config, const TrainOptions& options) {
     }
   };
   const auto run_evaluation = [&](int64_t iteration) {
-    const EvaluateResult evaluation = evaluate(model, effective, EvaluateOptions().device(options.device()));
+    const EvaluateResult evaluation = evaluate(model, effective, EvaluateOptions().device(device).group(group));
     model->train();
     result.evaluations.push_back({iteration, evaluation.metrics});
-    log.write({{"iter", iteration}, {"mode", "val"}, {"mIoU", evaluation.metrics.mIoU}, {"mAcc", evaluation.metrics.mAcc},
-               {"aAcc", evaluation.metrics.aAcc}});
-    if (options.verbose()) {
+    if (log) {
+      log->write({{"iter", iteration}, {"mode", "val"}, {"mIoU", evaluation.metrics.mIoU},
+                  {"mAcc", evaluation.metrics.mAcc}, {"aAcc", evaluation.metrics.aAcc}});
+    }
+    if (verbose) {
       fmt::print("iter {}/{} | val mIoU {:.2f} mAcc {:.2f} aAcc {:.2f} ({} images, {:.1f} ms/img)\n", iteration,
                  schedule.iterations(), 100 * evaluation.metrics.mIoU, 100 * evaluation.metrics.mAcc,
                  100 * evaluation.metrics.aAcc, evaluation.images, evaluation.ms_per_image);
@@ -346,9 +402,11 @@ TrainResult train(const Config& config, const TrainOptions& options) {
     }
     if (evaluation.metrics.mIoU > state.best_miou) {
       state.best_miou = evaluation.metrics.mIoU;
-      save_weights(*model, dir / "best.pt");
+      if (main_rank) save_weights(*model, dir / "best.pt");
     }
   };
+  std::function<void()> average;
+  if (world > 1) average = [&] { average_gradients(*model, *group); };
 
   model->train();
   std::map<std::string, double> sums;
@@ -360,8 +418,8 @@ TrainResult train(const Config& config, const TrainOptions& options) {
   for (int64_t iter = state.iteration; iter < end; ++iter) {
     const auto t0 = Clock::now();
     const cac_data::Batch batch = loader.next();
-    const torch::Tensor images = batch.images.to(options.device(), /*non_blocking=*/true);
-    const torch::Tensor labels = batch.labels.to(options.device(), /*non_blocking=*/true);
+    const torch::Tensor images = batch.images.to(device, /*non_blocking=*/true);
+    const torch::Tensor labels = batch.labels.to(device, /*non_blocking=*/true);
     const auto t1 = Clock::now();
     const double lr = schedule.at(iter);
     set_learning_rate(*optimizer, lr);
@@ -369,31 +427,43 @@ TrainResult train(const Config& config, const TrainOptions& options) {
     const auto losses = amp.forward([&] { return model->forward_train(images, labels); });
     const torch::Tensor& total = losses.at("total");
     TORCH_CHECK(std::isfinite(total.item<double>()), "cac-train: the loss became ", total.item<double>(),
-                " at iteration ", iter + 1, "; lower optimizer.lr or set optimizer.grad_clip");
-    amp.backward_and_step(total, *optimizer, model->parameters(), grad_clip);
+                " at iteration ", iter + 1, " on rank ", group->rank(), "; lower optimizer.lr or set optimizer.grad_clip");
+    amp.backward_and_step(total, *optimizer, model->parameters(), grad_clip, average);
     data_time += std::chrono::duration<double>(t1 - t0).count();
     step_time += since(t1);
     for (const auto& [name, value] : losses) sums[name] += value.item<double>();
     ++logged;
     const int64_t done = iter + 1;
     if (done % log_interval == 0 || done == end) {
-      nlohmann::json record{{"iter", done}, {"mode", "train"}, {"lr", lr}, {"epoch", batch.epoch},
-                            {"data_time", data_time / logged}, {"time", (data_time + step_time) / logged}};
+      // Means over the interval and the ranks (one all-reduce; the keys are the same on every rank).
+      std::vector<double> values;
+      for (const auto& [name, sum] : sums) values.push_back(sum / logged);
+      values.push_back(data_time / logged);
+      values.push_back(step_time / logged);
+      std::vector<torch::Tensor> reduced{torch::tensor(values, torch::kDouble)};
+      group->all_reduce_sum(reduced);
+      const auto mean = [&](size_t i) { return reduced[0][static_cast<int64_t>(i)].item<double>() / world; };
+      nlohmann::json record{{"iter", done}, {"mode", "train"}, {"lr", lr}, {"epoch", batch.epoch}};
       std::string terms;
+      size_t i = 0;
       for (const auto& [name, sum] : sums) {
-        record[name] = sum / logged;
-        if (name != "total") terms += fmt::format(" {} {:.4f}", name, sum / logged);
+        record[name] = mean(i++);
+        if (name != "total") terms += fmt::format(" {} {:.4f}", name, record[name].get<double>());
       }
-      const double per_iteration = (data_time + step_time) / logged;
+      const double data_seconds = mean(i), step_seconds = mean(i + 1);
+      record["data_time"] = data_seconds;
+      record["time"] = data_seconds + step_seconds;
+      const double per_iteration = data_seconds + step_seconds;
       step_times.push_back(per_iteration);
-      result.losses.emplace_back(done, sums.at("total") / logged);
-      log.write(record);
-      if (options.verbose()) {
+      const double loss = record["total"].get<double>();
+      result.losses.emplace_back(done, loss);
+      if (log) log->write(record);
+      if (verbose) {
         const double elapsed = since(started);
         const double eta = elapsed / static_cast<double>(done - first) * static_cast<double>(end - done);
         fmt::print("iter {}/{} | loss {:.4f} |{} | lr {:.3e} | data {:.3f}s step {:.3f}s | {:.1f} img/s | ETA {}\n",
-                   done, schedule.iterations(), sums.at("total") / logged, terms, lr, data_time / logged,
-                   step_time / logged, static_cast<double>(images.size(0)) / per_iteration, duration(eta));
+                   done, schedule.iterations(), loss, terms, lr, data_seconds, step_seconds,
+                   static_cast<double>(images.size(0) * world) / per_iteration, duration(eta));
         std::fflush(stdout);
       }
       sums.clear();
@@ -410,7 +480,8 @@ TrainResult train(const Config& config, const TrainOptions& options) {
   }
   if (!result.evaluations.empty()) result.final = result.evaluations.back().metrics;
   result.seconds_per_iteration = median(step_times);
-  plot_training(dir, result);
+  if (main_rank) plot_training(dir, result);
+  group->barrier();  // every rank returns after rank 0's files exist
   return result;
 }
 

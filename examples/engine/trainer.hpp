@@ -10,14 +10,17 @@
 
 #include "builders.hpp"
 #include "config.hpp"
+#include "distributed.hpp"
 
 #include "eval/metrics.hpp"
 
 #include <torch/types.h>
 
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -51,6 +54,14 @@ struct TrainOptions {
   /// Stop after this iteration (0 = the schedule's end); the checkpoint written there resumes.
   /// Default: 0
   TORCH_ARG(int64_t, stop_at) = 0;
+  /// The process group of data-parallel training; null joins the group the environment
+  /// describes (`DistributedEnv::from_env`: torchrun or SLURM variables), which is a world of one
+  /// when they are unset. See docs/distributed.md.
+  /// Default: nullptr
+  TORCH_ARG(std::shared_ptr<ProcessGroup>, group) = nullptr;
+  /// Timeout of joining the environment's group and of every collective (a dead or stuck peer).
+  /// Default: 30 min
+  TORCH_ARG(std::chrono::milliseconds, timeout) = ProcessGroup::kDefaultTimeout;
 };
 
 /// An evaluation during training.
@@ -80,6 +91,14 @@ struct TrainResult {
 /// `runtime.checkpoint_interval` (keeping the last `runtime.keep_last`), `latest.pt`,
 /// `best.pt` (best mIoU), `log.jsonl`, `config.yaml` and `curves.png`. Every file is written
 /// atomically. On CPU, resuming gives bit-identical weights to an uninterrupted run.
+///
+/// Data-parallel with a group of W > 1 processes (every rank calls `train` with the same config):
+/// rank 0's initial weights are broadcast, each rank trains on its shard of every epoch with
+/// `data.batch_size` samples per step (W × batch in all), gradients are averaged before the
+/// optimizer step, `model.sync_bn` synchronises the batch norms, losses are averaged for the log,
+/// each rank evaluates its share of the validation set and the confusion matrices are summed, and
+/// rank 0 alone prints and writes files (`work_dir` must be shared for `resume` across machines).
+/// A checkpoint resumes on any number of processes. Every rank returns the same result.
 TrainResult train(const Config& config, const TrainOptions& options);
 
 /// Options of `evaluate`.
@@ -100,9 +119,13 @@ struct EvaluateOptions {
   /// `EvaluateResult::branches`.
   /// Default: false
   TORCH_ARG(bool, branches) = false;
-  /// Evaluate at most this many images (0 = all).
+  /// Evaluate the first this many images of the split only (0 = all).
   /// Default: 0
   TORCH_ARG(int64_t, limit) = 0;
+  /// Process group: each rank evaluates its share (images rank, rank + W, ...) and every rank
+  /// gets the metrics of the whole split, exactly the single-process ones. Null: one process.
+  /// Default: nullptr
+  TORCH_ARG(std::shared_ptr<ProcessGroup>, group) = nullptr;
 };
 
 /// What `evaluate` returns.
@@ -111,9 +134,9 @@ struct EvaluateResult {
   cac_eval::Metrics metrics;
   /// With `branches`: `logits` (p), `context` (pp) and `oracle` (py).
   std::map<std::string, cac_eval::Metrics> branches;
-  /// Milliseconds per image of inference (without loading).
+  /// Milliseconds per image of inference (without loading), over all ranks.
   double ms_per_image = 0.0;
-  /// Images evaluated.
+  /// Images evaluated (by all ranks).
   int64_t images = 0;
 };
 

@@ -1,14 +1,86 @@
 #include "common.hpp"
 
-#include <torch/nn/functional/upsampling.h>
 #include <torch/nn/functional/activation.h>
+#include <torch/nn/functional/upsampling.h>
+
+#include <ATen/Context.h>
 
 namespace cac_models {
 
-torch::nn::BatchNorm2d make_norm(int64_t channels, const NormOptions& options) {
-  return torch::nn::BatchNorm2d(
-      torch::nn::BatchNorm2dOptions(channels).eps(options.eps()).momentum(options.momentum()));
+Norm2dImpl::Norm2dImpl(const torch::nn::BatchNorm2dOptions& options_, bool sync_) : options(options_), sync(sync_) {
+  reset();
 }
+
+Norm2dImpl::Norm2dImpl(int64_t channels, const NormOptions& norm)
+    : Norm2dImpl(torch::nn::BatchNorm2dOptions(channels).eps(norm.eps()).momentum(norm.momentum()), norm.sync()) {}
+
+Norm2dImpl::Norm2dImpl(const torch::nn::BatchNorm2dImpl& norm, bool sync_) : Norm2dImpl(norm.options, sync_) {
+  torch::NoGradGuard no_grad;
+  for (auto& item : named_parameters(/*recurse=*/false)) {
+    const torch::Tensor* source = norm.named_parameters(false).find(item.key());
+    if (source == nullptr || !source->defined()) continue;
+    item.value().copy_(*source);
+    item.value().set_requires_grad(source->requires_grad());
+  }
+  for (auto& item : named_buffers(/*recurse=*/false)) {
+    const torch::Tensor* source = norm.named_buffers(false).find(item.key());
+    if (source != nullptr && source->defined() && item.value().defined()) item.value().copy_(*source);
+  }
+  train(norm.is_training());
+}
+
+void Norm2dImpl::reset() {
+  const int64_t channels = options.num_features();
+  TORCH_CHECK(channels > 0, "cac_models::Norm2d: expected num_features > 0 but got ", channels);
+  const bool affine = options.affine(), track = options.track_running_stats();
+  weight = register_parameter("weight", affine ? torch::ones({channels}) : torch::Tensor(), affine);
+  bias = register_parameter("bias", affine ? torch::zeros({channels}) : torch::Tensor(), affine);
+  running_mean = register_buffer("running_mean", track ? torch::zeros({channels}) : torch::Tensor());
+  running_var = register_buffer("running_var", track ? torch::ones({channels}) : torch::Tensor());
+  num_batches_tracked =
+      register_buffer("num_batches_tracked", track ? torch::tensor(0, torch::dtype(torch::kLong)) : torch::Tensor());
+}
+
+torch::Tensor Norm2dImpl::forward(const torch::Tensor& input) {
+  if (sync && sync_function && is_training()) return (*sync_function)(input, *this);
+  TORCH_CHECK(input.dim() == 4, "cac_models::Norm2d: expected a 4-D input [N, C, H, W] but got ", input.sizes());
+  // torch::nn::BatchNorm2d's forward, step for step.
+  double factor = options.momentum().value_or(0.0);
+  if (is_training() && options.track_running_stats() && num_batches_tracked.defined()) {
+    torch::NoGradGuard no_grad;
+    num_batches_tracked += 1;
+    if (!options.momentum().has_value()) factor = 1.0 / num_batches_tracked.item<double>();
+  }
+  return torch::batch_norm(input, weight, bias, running_mean, running_var,
+                           is_training() || !options.track_running_stats(), factor, options.eps(),
+                           at::globalContext().userEnabledCuDNN());
+}
+
+void Norm2dImpl::pretty_print(std::ostream& stream) const {
+  stream << "cac_models::Norm2d(" << options.num_features() << ", eps=" << options.eps() << ", momentum=";
+  if (options.momentum().has_value()) {
+    stream << *options.momentum();
+  } else {
+    stream << "None";
+  }
+  stream << ", affine=" << (options.affine() ? "true" : "false")
+         << ", track_running_stats=" << (options.track_running_stats() ? "true" : "false")
+         << ", sync=" << (sync ? "true" : "false") << ")";
+}
+
+int64_t set_sync_norm(torch::nn::Module& module, std::shared_ptr<const SyncNormFunction> function) {
+  int64_t count = 0;
+  const auto install = [&](Norm2dImpl* norm) {
+    if (norm == nullptr || !norm->sync) return;
+    norm->sync_function = function;
+    ++count;
+  };
+  install(module.as<Norm2dImpl>());  // works for a module not (yet) held by a shared_ptr
+  for (const auto& child : module.modules(/*include_self=*/false)) install(child->as<Norm2dImpl>());
+  return count;
+}
+
+Norm2d make_norm(int64_t channels, const NormOptions& options) { return Norm2d(channels, options); }
 
 void ConvModuleImpl::reset() {
   conv = register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(options.in_channels(),
@@ -42,7 +114,7 @@ torch::Tensor resize(const torch::Tensor& x, at::IntArrayRef size, bool align_co
 
 void BackboneImpl::set_norms_eval() {
   for (const auto& module : modules()) {
-    if (auto* norm = module->as<torch::nn::BatchNorm2dImpl>()) norm->eval();
+    if (auto* norm = module->as<Norm2dImpl>()) norm->eval();
   }
 }
 

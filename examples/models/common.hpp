@@ -11,6 +11,8 @@
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
+#include <functional>
+#include <memory>
 #include <ostream>
 #include <string>
 #include <utility>
@@ -22,7 +24,8 @@ namespace cac_models {
 enum class Activation { None, ReLU, ReLU6 };
 
 /// Normalisation used by every `ConvModule` and backbone (mmcv `norm_cfg`). Plain batch norm on
-/// one process; the distributed engine turns `sync` into cross-process statistics.
+/// one process; the distributed engine turns `sync` into cross-process statistics
+/// (`cac_engine::synchronize_batch_norms`).
 struct NormOptions {
   /// Synchronise batch statistics across the process group (mmseg `SyncBN`).
   /// Default: false
@@ -34,6 +37,62 @@ struct NormOptions {
   /// Default: 0.1
   TORCH_ARG(double, momentum) = 0.1;
 };
+
+class Norm2dImpl;
+
+/// Batch norm of a `Norm2d` in training with statistics over a group of processes: returns the
+/// output for `input` and updates `norm`'s running statistics. Installed by the distributed engine
+/// (`set_sync_norm`).
+using SyncNormFunction = std::function<torch::Tensor(const torch::Tensor& input, Norm2dImpl& norm)>;
+
+/// The batch norm of every reference model (mmcv `build_norm_layer` for `BN`/`SyncBN`): exactly
+/// `torch::nn::BatchNorm2d` (same options, parameters `weight`, `bias`, buffers `running_mean`,
+/// `running_var`, `num_batches_tracked`, initialisation and forward), except that a layer built
+/// with `sync` calls its `sync_function` in training when one is installed. Without one (a single
+/// process) it is plain batch norm.
+///
+/// ```
+/// cac_models::Norm2d norm(64, cac_models::NormOptions().sync(true));
+/// auto y = norm->forward(torch::randn({2, 64, 8, 8}));
+/// ```
+class Norm2dImpl : public torch::nn::Cloneable<Norm2dImpl> {
+ public:
+  /// A fresh layer with LibTorch's batch-norm options; `sync` marks it for synchronisation.
+  explicit Norm2dImpl(const torch::nn::BatchNorm2dOptions& options_, bool sync_ = false);
+  /// A fresh layer of `channels` with the eps, momentum and `sync` of `norm`.
+  Norm2dImpl(int64_t channels, const NormOptions& norm);
+  /// A layer with the options, parameters, buffers and mode of `norm` (copies), marked `sync`.
+  explicit Norm2dImpl(const torch::nn::BatchNorm2dImpl& norm, bool sync_ = false);
+  /// Registers fresh parameters (ones, zeros) and buffers (zeros, ones, 0), as `BatchNorm2d`.
+  void reset() override;
+  /// `(*sync_function)(input, *this)` in training when `sync` and a function is installed,
+  /// otherwise `torch::nn::BatchNorm2d`'s forward. `input` is `[N, C, H, W]` with C = `num_features`.
+  torch::Tensor forward(const torch::Tensor& input);
+  /// Prints `cac_models::Norm2d(C, eps=..., momentum=..., sync=...)`.
+  void pretty_print(std::ostream& stream) const override;
+
+  /// The options of `torch::nn::BatchNorm2d`.
+  torch::nn::BatchNorm2dOptions options;
+  /// Whether the layer takes part in synchronisation (`NormOptions::sync`, mmseg `SyncBN`).
+  bool sync = false;
+  /// The synchronised forward pass, shared by the layers of a model (null: plain batch norm).
+  std::shared_ptr<const SyncNormFunction> sync_function;
+  /// Scale (`affine` only).
+  torch::Tensor weight;
+  /// Shift (`affine` only).
+  torch::Tensor bias;
+  /// Running mean (`track_running_stats` only).
+  torch::Tensor running_mean;
+  /// Running unbiased variance (`track_running_stats` only).
+  torch::Tensor running_var;
+  /// Number of training batches seen (`track_running_stats` only).
+  torch::Tensor num_batches_tracked;
+};
+TORCH_MODULE(Norm2d);
+
+/// Installs `function` in every `Norm2d` of `module` (itself included) that was built with `sync`;
+/// null removes it. Returns the number of such layers.
+int64_t set_sync_norm(torch::nn::Module& module, std::shared_ptr<const SyncNormFunction> function);
 
 /// Options of `ConvModule` (mmcv `ConvModule`: conv → norm → activation).
 struct ConvModuleOptions {
@@ -73,7 +132,7 @@ class ConvModuleImpl : public torch::nn::Cloneable<ConvModuleImpl> {
   torch::Tensor forward(const torch::Tensor& x);
   ConvModuleOptions options;
   torch::nn::Conv2d conv{nullptr};
-  torch::nn::BatchNorm2d bn{nullptr};
+  Norm2d bn{nullptr};
 };
 TORCH_MODULE(ConvModule);
 
@@ -89,7 +148,7 @@ class NestedSequentialImpl : public torch::nn::SequentialImpl {
 TORCH_MODULE(NestedSequential);
 
 /// A batch-norm layer with the given settings (mmcv `build_norm_layer` for BN/SyncBN).
-torch::nn::BatchNorm2d make_norm(int64_t channels, const NormOptions& options);
+Norm2d make_norm(int64_t channels, const NormOptions& options);
 
 /// Bilinear resize of `x` `[B, C, H, W]` to `size` (mmseg `resize`).
 torch::Tensor resize(const torch::Tensor& x, at::IntArrayRef size, bool align_corners);

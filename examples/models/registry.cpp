@@ -186,7 +186,13 @@ const Entry& find(const std::string& name) {
 EncoderDecoder make_model(const std::string& name, const ModelOptions& options) {
   const Entry& entry = find(name);
   TORCH_CHECK(options.num_classes > 0, kWho, ": expected a positive num_classes but got ", options.num_classes);
-  return entry.make(options);
+  EncoderDecoder model = entry.make(options);
+  if (options.dropout_ratio) {
+    for (const auto& module : model->modules()) {
+      if (auto* head = module->as<DecodeHeadImpl>()) head->set_dropout_ratio(*options.dropout_ratio);
+    }
+  }
+  return model;
 }
 
 std::vector<std::string> model_names() {

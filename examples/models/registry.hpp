@@ -7,6 +7,7 @@
 #include "segmentor.hpp"
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,9 @@ struct ModelOptions {
   /// The CAC objective's term weights and KL settings.
   /// Default: cac::ContextAwareLossOptions()
   cac::ContextAwareLossOptions cac_loss{};
+  /// Overrides the channel-dropout ratio of every decode and auxiliary head (≤ 0 disables it).
+  /// Default: each head's (mmseg's: 0.1, none in OCRNet)
+  std::optional<double> dropout_ratio{};
 };
 
 /// The model `name` (one of `model_names()`) with fresh weights: backbone, decode head(s) and

@@ -30,22 +30,14 @@ class TinyNetImpl : public torch::nn::Module {
  public:
   TinyNetImpl(bool sync, std::shared_ptr<ProcessGroup> group) {
     conv1 = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 4, 3).padding(1)));
-    auto options = torch::nn::BatchNorm2dOptions(4);
-    if (sync) {
-      sync_bn = register_module("bn", cac_engine::SyncBatchNorm2d(options, std::move(group)));
-    } else {
-      bn = register_module("bn", torch::nn::BatchNorm2d(options));
-    }
+    bn = register_module("bn", cac_models::Norm2d(torch::nn::BatchNorm2dOptions(4), sync));
     conv2 = register_module("conv2", torch::nn::Conv2d(4, 3, 1));
+    synchronized = cac_engine::synchronize_batch_norms(*this, std::move(group));
   }
-  torch::Tensor forward(const torch::Tensor& x) {
-    torch::Tensor y = conv1->forward(x);
-    y = sync_bn ? sync_bn->forward(y) : bn->forward(y);
-    return conv2->forward(torch::relu(y));
-  }
+  torch::Tensor forward(const torch::Tensor& x) { return conv2->forward(torch::relu(bn->forward(conv1->forward(x)))); }
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
-  torch::nn::BatchNorm2d bn{nullptr};
-  cac_engine::SyncBatchNorm2d sync_bn{nullptr};
+  cac_models::Norm2d bn{nullptr};
+  int64_t synchronized = 0;
 };
 TORCH_MODULE(TinyNet);
 
@@ -108,16 +100,18 @@ std::chrono::milliseconds scenario_timeout() {
 // 10 timed SGD steps after 2 warm-up steps. Returns seconds per step.
 double bench_steps(ProcessGroup* group, int64_t world, int64_t rank) {
   torch::manual_seed(0);
-  auto group_ptr = group ? std::shared_ptr<ProcessGroup>(group, [](ProcessGroup*) {}) : nullptr;
   torch::nn::Sequential net;
   net->push_back(torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 32, 3).padding(1)));
   for (int i = 0; i < 4; ++i) {
     net->push_back(torch::nn::Conv2d(torch::nn::Conv2dOptions(32, 32, 3).padding(1).bias(false)));
-    net->push_back(cac_engine::SyncBatchNorm2d(torch::nn::BatchNorm2dOptions(32), group_ptr));
+    net->push_back(cac_models::Norm2d(torch::nn::BatchNorm2dOptions(32), /*sync=*/true));
     net->push_back(torch::nn::Functional(torch::relu));
   }
   net->push_back(torch::nn::Conv2d(32, 8, 1));
-  if (group) cac_engine::broadcast_parameters(*net, *group);
+  if (group) {
+    cac_engine::synchronize_batch_norms(*net, std::shared_ptr<ProcessGroup>(group, [](ProcessGroup*) {}));
+    cac_engine::broadcast_parameters(*net, *group);
+  }
   torch::optim::SGD optimizer(net->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
   const int64_t batch = 8 / world;
   auto images = torch::randn({batch, 3, 64, 64});
@@ -160,9 +154,10 @@ int run_scenario(const std::string& scenario) {
     if (env.world_size == 3) group->set_bucket_bytes(256);  // many buckets, tensors split across them
     torch::manual_seed(100 + env.rank);                      // different initial weights per rank
     TinyNet model(true, group);
+    if (model->synchronized != 1) return 10;
     {
       torch::NoGradGuard no_grad;
-      model->sync_bn->running_mean.fill_(static_cast<double>(env.rank));  // and different statistics
+      model->bn->running_mean.fill_(static_cast<double>(env.rank));  // and different statistics
     }
     torch::save(state(*model), (dir / (rank_name + "_init.pt")).string());
     cac_engine::broadcast_parameters(*model, *group);
@@ -303,7 +298,7 @@ TEST_CASE("DistributedEnv reads torchrun and SLURM variables", "[distributed]") 
   for (const auto& [name, value] : saved) setenv(name.c_str(), value.c_str(), 1);
 }
 
-TEST_CASE("A world of one: no-op collectives, SyncBatchNorm2d is plain batch norm", "[distributed]") {
+TEST_CASE("A world of one: no-op collectives, synchronised batch norm is plain batch norm", "[distributed]") {
   auto group = std::make_shared<ProcessGroup>();
   group->init(DistributedEnv{}, torch::kCPU, std::chrono::seconds(1));
   CHECK(group->size() == 1);
@@ -319,32 +314,23 @@ TEST_CASE("A world of one: no-op collectives, SyncBatchNorm2d is plain batch nor
   TinyNet plain(false, nullptr);
   torch::manual_seed(0);
   TinyNet synced(true, group);
-  auto plain_keys = plain->named_parameters().keys();
-  CHECK(plain_keys == synced->named_parameters().keys());
-  CHECK(plain->named_buffers().keys() == synced->named_buffers().keys());
+  CHECK(synced->synchronized == 0);  // nothing to synchronise with
+  CHECK_FALSE(synced->bn->sync_function);
   train(plain, nullptr, 1, 0, kBatch);
   train(synced, group.get(), 1, 0, kBatch);
   auto a = state(*plain), b = state(*synced);
   REQUIRE(a.size() == b.size());
   for (size_t i = 0; i < a.size(); ++i) CHECK(torch::equal(a[i], b[i]));
 
-  auto clone = std::dynamic_pointer_cast<cac_engine::SyncBatchNorm2dImpl>(synced->sync_bn->clone());
-  REQUIRE(clone);
-  CHECK(clone->group == group);
-  CHECK(torch::equal(clone->running_var, synced->sync_bn->running_var));
-  CHECK(clone->running_var.data_ptr() != synced->sync_bn->running_var.data_ptr());
-  std::ostringstream printed;
-  printed << *synced->sync_bn;
-  CHECK(printed.str().find("cac_engine::SyncBatchNorm2d(4") == 0);
-
-  // from an existing BatchNorm2d: same values, same mode
-  plain->bn->eval();
-  cac_engine::SyncBatchNorm2d converted(*plain->bn, group);
-  CHECK_FALSE(converted->is_training());
-  CHECK(torch::equal(converted->running_mean, plain->bn->running_mean));
-  CHECK(torch::equal(converted->weight, plain->bn->weight));
-  auto x = torch::randn({2, 4, 3, 3});
-  CHECK(torch::equal(converted->forward(x), plain->bn->forward(x)));
+  // sync_batch_norm itself is BatchNorm2d with a world of one, in training and evaluation
+  torch::nn::BatchNorm2d reference(4), other(4);
+  for (bool training : {true, false}) {
+    reference->train(training);
+    other->train(training);
+    auto x = torch::randn({2, 4, 3, 3});
+    CHECK(torch::equal(cac_engine::sync_batch_norm(x, *other, *group), reference->forward(x)));
+    CHECK(torch::equal(other->running_var, reference->running_var));
+  }
 }
 
 TEST_CASE("Data-parallel training with SyncBN equals single-process training on W×b", "[distributed]") {

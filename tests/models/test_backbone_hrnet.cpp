@@ -237,7 +237,7 @@ TEST_CASE("hrnet: train vs eval batch norm, norm_eval", "[hrnet]") {
     reference->eval();
     CHECK(frozen->is_training());
     for (const auto& module : frozen->modules()) {
-      if (auto* norm = module->as<torch::nn::BatchNorm2dImpl>()) CHECK_FALSE(norm->is_training());
+      if (auto* norm = module->as<cac_models::Norm2dImpl>()) CHECK_FALSE(norm->is_training());
     }
     torch::NoGradGuard no_grad;
     const auto a = frozen->forward(x);

@@ -334,7 +334,7 @@ TEST_CASE("resnet: train vs eval batch norm, norm_eval", "[resnet]") {
     CHECK(frozen->is_training());
     int64_t norms = 0;
     for (const auto& module : frozen->modules()) {
-      if (auto* norm = module->as<torch::nn::BatchNorm2dImpl>()) {
+      if (auto* norm = module->as<cac_models::Norm2dImpl>()) {
         CHECK_FALSE(norm->is_training());
         ++norms;
       }

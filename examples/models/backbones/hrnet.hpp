@@ -146,11 +146,11 @@ class HRNetImpl : public BackboneImpl {
   /// Stem: 3×3 stride-2 conv `in_channels` → 64 (no bias), BN, ReLU, twice.
   torch::nn::Conv2d conv1{nullptr};
   /// Stem batch norm after `conv1` (mmseg `norm1`, named `bn1`).
-  torch::nn::BatchNorm2d bn1{nullptr};
+  Norm2d bn1{nullptr};
   /// Second stem convolution, 64 → 64, stride 2.
   torch::nn::Conv2d conv2{nullptr};
   /// Stem batch norm after `conv2` (mmseg `norm2`, named `bn2`).
-  torch::nn::BatchNorm2d bn2{nullptr};
+  Norm2d bn2{nullptr};
   /// Stage 1: a `Sequential` of residual blocks (`layer1.k`, downsample `layer1.0.downsample`).
   torch::nn::Sequential layer1{nullptr};
   /// `transition1`..`transition3`: from the branches of stage s to those of stage s+1 (entry i

@@ -67,7 +67,7 @@ class ResidualBlockImpl : public torch::nn::Cloneable<ResidualBlockImpl> {
 
   ResidualBlockOptions options;
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  Norm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
   /// Shortcut projection; null when the block keeps its stride and width.
   torch::nn::Sequential downsample{nullptr};
 };
@@ -143,7 +143,7 @@ class ResNetImpl : public BackboneImpl {
   torch::nn::Sequential stem{nullptr};
   /// 7×7 stem convolution and its batch norm (null with `deep_stem`).
   torch::nn::Conv2d conv1{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr};
+  Norm2d bn1{nullptr};
   /// The four residual layers.
   torch::nn::Sequential layer1{nullptr}, layer2{nullptr}, layer3{nullptr}, layer4{nullptr};
 

@@ -39,8 +39,6 @@ DecodeHeadImpl::DecodeHeadImpl(const DecodeHeadOptions& options_, std::string wh
   for (int64_t c : in) TORCH_CHECK(c > 0, who_, ": expected positive in_channels but got ", c);
   TORCH_CHECK(options.channels() > 0, who_, ": expected positive channels but got ", options.channels());
   TORCH_CHECK(options.num_classes() > 0, who_, ": expected positive num_classes but got ", options.num_classes());
-  TORCH_CHECK(options.dropout_ratio() < 1.0, who_, ": expected dropout_ratio below 1 but got ",
-              options.dropout_ratio());
 
   conv_seg = register_module("conv_seg", torch::nn::Conv2d(torch::nn::Conv2dOptions(options.channels(),
                                                                                        options.num_classes(), 1)));
@@ -49,9 +47,7 @@ DecodeHeadImpl::DecodeHeadImpl(const DecodeHeadOptions& options_, std::string wh
     torch::nn::init::normal_(conv_seg->weight, 0.0, 0.01);
     torch::nn::init::zeros_(conv_seg->bias);
   }
-  if (options.dropout_ratio() > 0.0) {
-    dropout = register_module("dropout", torch::nn::Dropout2d(torch::nn::Dropout2dOptions(options.dropout_ratio())));
-  }
+  set_dropout_ratio(options.dropout_ratio());
   if (options.cac()) {
     const auto& given = options.cac_head();
     cac::ContextAwareHeadOptions head_options(options.channels(), options.num_classes());
@@ -61,6 +57,18 @@ DecodeHeadImpl::DecodeHeadImpl(const DecodeHeadOptions& options_, std::string wh
     criterion_ = cac::ContextAwareLoss(
         cac::ContextAwareLossOptions(options.cac_loss()).align_corners(options.align_corners()).ignore_index(
             options.ignore_index()));
+  }
+}
+
+void DecodeHeadImpl::set_dropout_ratio(double ratio) {
+  TORCH_CHECK(ratio < 1.0, who_, ": expected dropout_ratio below 1 but got ", ratio);
+  options.dropout_ratio(ratio);
+  if (ratio > 0.0) {
+    if (!dropout) dropout = register_module("dropout", torch::nn::Dropout2d(torch::nn::Dropout2dOptions(ratio)));
+    dropout->options.p(ratio);
+  } else if (dropout) {
+    unregister_module("dropout");
+    dropout = nullptr;
   }
 }
 

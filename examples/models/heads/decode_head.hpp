@@ -127,6 +127,9 @@ class DecodeHeadImpl : public torch::nn::Module {
   /// Same as `forward_test`.
   torch::Tensor forward(const std::vector<torch::Tensor>& inputs) { return forward_test(inputs); }
 
+  /// Changes the channel-dropout ratio (< 1; ≤ 0 removes `dropout`), updating `options`.
+  void set_dropout_ratio(double ratio);
+
   /// Channels of the tensor `transform_inputs` returns (`Single`: the stage's channels,
   /// `ResizeConcat`: their sum). Not defined for `MultipleSelect`.
   int64_t input_channels() const;
