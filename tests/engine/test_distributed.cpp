@@ -4,8 +4,11 @@
 // results computed here.
 #include "data/loader.hpp"
 #include "engine/distributed.hpp"
+#include "engine/engine_test_support.hpp"
+#include "engine/trainer.hpp"
 
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -129,6 +132,19 @@ double bench_steps(ProcessGroup* group, int64_t world, int64_t rank) {
   return per_step;
 }
 
+// The engine scenario's config: the trainer tests' tiny fcn_tiny run with SyncBN and without
+// dropout (whose masks depend on the per-process batch), `batch` images per process.
+cac_engine::Config engine_config(const fs::path& dir, int64_t batch) {
+  cac_engine::Config config = cac_engine_test::tiny_config(dir / "data", false, 4);
+  config.set("data.batch_size=" + std::to_string(batch));
+  config.set("model.sync_bn=true");
+  config.set("model.dropout_ratio=0");
+  config.set("runtime.log_interval=1");
+  return config;
+}
+
+std::string metrics_text(const cac_eval::Metrics& metrics) { return cac_eval::to_json(metrics).dump(); }
+
 // One worker: runs the scenario, returns its exit code.
 int run_scenario(const std::string& scenario) {
   const DistributedEnv env = DistributedEnv::from_env();
@@ -167,6 +183,28 @@ int run_scenario(const std::string& scenario) {
     const double mean_rank = cac_engine::average_scalar(static_cast<double>(env.rank), *group);
     if (std::abs(mean_rank - (env.world_size - 1) / 2.0) > 1e-12) return 8;
     group->barrier();
+    return 0;
+  }
+  if (scenario == "engine") {
+    // cac_engine::train on this group (batch 2 per process), then the trained model evaluated by
+    // this rank alone and by the group.
+    const char* stop_at = std::getenv("CAC_DIST_STOP_AT");
+    const auto config = engine_config(dir, 2);
+    const auto result = cac_engine::train(config, cac_engine::TrainOptions()
+                                                      .work_dir(dir / "work")
+                                                      .verbose(false)
+                                                      .group(group)
+                                                      .stop_at(stop_at ? std::atoll(stop_at) : 0));
+    auto model = cac_engine::build_model(config);
+    cac_engine::load_weights(*model, dir / "work" / "latest.pt");
+    const auto alone = cac_engine::evaluate(model, config);
+    const auto shared = cac_engine::evaluate(model, config, cac_engine::EvaluateOptions().group(group));
+    const auto limited = cac_engine::evaluate(model, config, cac_engine::EvaluateOptions().group(group).limit(5));
+    write_text(dir / (rank_name + "_alone.json"), metrics_text(alone.metrics) + " " + std::to_string(alone.images));
+    write_text(dir / (rank_name + "_shared.json"), metrics_text(shared.metrics) + " " + std::to_string(shared.images));
+    write_text(dir / (rank_name + "_limited.txt"), std::to_string(limited.images));
+    if (!result.evaluations.empty())
+      write_text(dir / (rank_name + "_final.json"), metrics_text(result.final));
     return 0;
   }
   if (scenario == "bench") {
@@ -449,4 +487,76 @@ TEST_CASE("distributed scaling benchmark", "[.][distributed-bench]") {
   REQUIRE(run.launch.exit_code == 0);
   std::printf("bench: 1 process: %.4f s/step (global batch 8); see the line above for 2 processes\n", single);
   fs::remove_all(dir);
+}
+
+TEST_CASE("cac_engine::train on 2 processes × batch 2 equals 1 process × batch 4; evaluation across ranks is exact; "
+          "resume on another world size", "[distributed]") {
+  const fs::path dir = test_dir("engine");
+  const fs::path single = test_dir("engine_single");
+  fs::remove_all(single);
+  setenv("CAC_DIST_STOP_AT", "0", 1);
+  auto run = run_workers(2, "engine", dir);
+  INFO("worker exit codes " << run.launch.exit_codes);
+  REQUIRE(run.launch.exit_code == 0);
+  const auto config = engine_config(dir, 2);
+  const auto reference = engine_config(dir, 4);
+  const auto result =
+      cac_engine::train(reference, cac_engine::TrainOptions().work_dir(single / "straight").verbose(false));
+  CHECK(result.iteration == 4);
+
+  // the weights (BN statistics included) after 4 SGD steps with momentum
+  const auto expected = cac_engine_test::weights(single / "straight" / "latest.pt", reference);
+  const auto trained = cac_engine_test::weights(dir / "work" / "latest.pt", config);
+  const auto fresh = cac_engine::build_model(config);
+  REQUIRE(expected.size() == trained.size());
+  for (const auto& [key, value] : expected) {
+    INFO(key);
+    CHECK(torch::allclose(trained.at(key).to(torch::kDouble), value.to(torch::kDouble), 1e-4, 1e-5));
+  }
+  CHECK_FALSE(torch::allclose(fresh->named_parameters()["decode_head.conv_seg.weight"],
+                              trained.at("decode_head.conv_seg.weight")));
+  for (const auto& [key, value] : trained) {
+    if (key.find("num_batches_tracked") != std::string::npos) CHECK(value.item<int64_t>() == 4);
+  }
+
+  // rank 0 alone logged: one line per iteration and the final evaluation, the rank-mean loss
+  std::ifstream log(dir / "work" / "log.jsonl"), single_log(single / "straight" / "log.jsonl");
+  std::string line, single_line;
+  int64_t lines = 0;
+  while (std::getline(log, line) && std::getline(single_log, single_line)) {
+    ++lines;
+    const auto a = nlohmann::json::parse(line), b = nlohmann::json::parse(single_line);
+    if (a["mode"] == "train") CHECK(a["total"].get<double>() == Approx(b["total"].get<double>()).epsilon(1e-5));
+  }
+  CHECK(lines == 5);
+  CHECK_FALSE(std::getline(log, line));
+
+  // each rank's group evaluation equals its single-process evaluation exactly, on every rank
+  const std::string alone = read_text(dir / "rank0_alone.json");
+  CHECK(alone.substr(alone.rfind(' ')) == " 6");
+  for (const char* rank : {"rank0", "rank1"}) {
+    INFO(rank);
+    CHECK(read_text(dir / (std::string(rank) + "_shared.json")) == alone);
+    CHECK(read_text(dir / (std::string(rank) + "_alone.json")) == alone);
+    CHECK(read_text(dir / (std::string(rank) + "_limited.txt")) == "5");
+    CHECK(read_text(dir / (std::string(rank) + "_final.json")) + " 6" == alone);
+  }
+
+  // 2 processes to iteration 2, then 1 process (batch 4) to the end: the straight run's weights
+  fs::remove_all(dir);
+  setenv("CAC_DIST_STOP_AT", "2", 1);
+  run = run_workers(2, "engine", dir);
+  unsetenv("CAC_DIST_STOP_AT");
+  REQUIRE(run.launch.exit_code == 0);
+  CHECK(fs::exists(dir / "work" / "iter_2.pt"));
+  const auto resumed =
+      cac_engine::train(reference, cac_engine::TrainOptions().work_dir(dir / "work").verbose(false).resume(true));
+  CHECK(resumed.iteration == 4);
+  const auto continued = cac_engine_test::weights(dir / "work" / "latest.pt", reference);
+  for (const auto& [key, value] : expected) {
+    INFO(key);
+    CHECK(torch::allclose(continued.at(key).to(torch::kDouble), value.to(torch::kDouble), 1e-4, 1e-5));
+  }
+  fs::remove_all(dir);
+  fs::remove_all(single);
 }

@@ -2,6 +2,7 @@
 // directory holds what the docs promise, evaluation scores every branch.
 #include "engine/amp.hpp"
 #include "engine/trainer.hpp"
+#include "engine/engine_test_support.hpp"
 
 #include <cac/io/io.hpp>
 
@@ -13,39 +14,8 @@
 using cac_engine::Config;
 namespace fs = std::filesystem;
 
-namespace {
-
-Config tiny_config(const fs::path& root, bool cac, int64_t iterations) {
-  Config config = Config::parse(R"(
-model: {name: fcn_tiny, num_classes: 4}
-data:
-  type: context_shift
-  context_shift: {num_classes: 4, image_size: 32, num_train: 24, num_val: 6}
-  train_pipeline: {img_scale: [32, 32], ratio_range: [0.75, 1.25], crop_size: [32, 32], cat_max_ratio: 1.0}
-  test_pipeline: {img_scale: [32, 32]}
-  batch_size: 4
-  num_workers: 2
-optimizer: {type: sgd, lr: 0.05, momentum: 0.9, weight_decay: 0.0005}
-schedule: {iterations: 100, power: 0.9, min_lr: 0.0001}
-runtime: {seed: 3, log_interval: 2, checkpoint_interval: 0}
-evaluation: {interval: 0}
-)", "tiny");
-  config.set("data.root=" + root.string());
-  config.set("model.cac=" + std::string(cac ? "true" : "false"));
-  config.set("schedule.iterations=" + std::to_string(iterations));
-  return config;
-}
-
-std::map<std::string, torch::Tensor> weights(const fs::path& checkpoint, const Config& config) {
-  auto model = cac_engine::build_model(config);
-  cac_engine::load_weights(*model, checkpoint);
-  std::map<std::string, torch::Tensor> out;
-  for (const auto& item : model->named_parameters()) out[item.key()] = item.value().clone();
-  for (const auto& item : model->named_buffers()) out[item.key()] = item.value().clone();
-  return out;
-}
-
-}  // namespace
+using cac_engine_test::tiny_config;
+using cac_engine_test::weights;
 
 TEST_CASE("trainer: k iterations + resume + k equal 2k iterations exactly (CPU)", "[trainer]") {
   const fs::path dir = fs::temp_directory_path() / "cac_trainer_resume";
