@@ -107,9 +107,35 @@ void write_loader_row(std::ostream& md, const CollectingReporter& reporter) {
   md << row;
 }
 
+// Data-parallel scaling (bench_distributed.cpp).
+void write_scaling_row(std::ostream& md, const CollectingReporter& reporter) {
+  const auto run = std::find_if(reporter.counters.begin(), reporter.counters.end(), [](const auto& entry) {
+    return entry.first.rfind("BM_DataParallelScaling", 0) == 0;
+  });
+  if (run == reporter.counters.end()) return;
+  const auto& c = run->second;
+  char row[768];
+  std::snprintf(row, sizeof row,
+                "\n## Data-parallel scaling\n\n| model | 1 process × 1 thread (s/step) | 2 processes × 1 thread "
+                "(s/step) | speedup | efficiency | gradient all-reduce share |\n|---|---|---|---|---|---|\n"
+                "| FCN-MobileNetV2 + SyncBN, batch 2 per process, 256×256 | %.3f | %.3f | %.2f | %.2f | %.3f |\n",
+                c.at("s_per_step_1proc").value, c.at("s_per_step_2proc").value, c.at("speedup").value,
+                c.at("efficiency").value, c.at("allreduce_share_2proc").value);
+  md << row;
+}
+
 }  // namespace
 
+#ifdef CAC_BENCH_DISTRIBUTED
+namespace cac_bench {
+int run_scaling_worker(const char* out);
+}
+#endif
+
 int main(int argc, char** argv) {
+#ifdef CAC_BENCH_DISTRIBUTED
+  if (const char* out = std::getenv("CAC_BENCH_WORKER")) return cac_bench::run_scaling_worker(out);
+#endif
   const char* kind_env = std::getenv("CAC_HOST_KIND");
   const std::string kind = kind_env ? kind_env : "cpu-" + std::to_string(torch::get_num_threads()) + "threads";
   const std::filesystem::path dir = CAC_BENCH_RESULTS_DIR;
@@ -156,6 +182,7 @@ int main(int argc, char** argv) {
   }
   write_model_table(md, reporter.counters);
   write_loader_row(md, reporter);
+  write_scaling_row(md, reporter);
   write_atomically(dir / (kind + ".md"), md.str());
   std::printf("\n%s\nwrote %s and %s\n", md.str().c_str(), (dir / (kind + ".json")).c_str(),
               (dir / (kind + ".md")).c_str());

@@ -99,39 +99,6 @@ std::chrono::milliseconds scenario_timeout() {
   return std::chrono::milliseconds(value ? std::atoll(value) : 20000);
 }
 
-// Scaling benchmark: conv(3→32) + 4 × (conv 3×3, 32 → 32, SyncBN, ReLU) at 64×64, global batch 8,
-// 10 timed SGD steps after 2 warm-up steps. Returns seconds per step.
-double bench_steps(ProcessGroup* group, int64_t world, int64_t rank) {
-  torch::manual_seed(0);
-  torch::nn::Sequential net;
-  net->push_back(torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 32, 3).padding(1)));
-  for (int i = 0; i < 4; ++i) {
-    net->push_back(torch::nn::Conv2d(torch::nn::Conv2dOptions(32, 32, 3).padding(1).bias(false)));
-    net->push_back(cac_models::Norm2d(torch::nn::BatchNorm2dOptions(32), /*sync=*/true));
-    net->push_back(torch::nn::Functional(torch::relu));
-  }
-  net->push_back(torch::nn::Conv2d(32, 8, 1));
-  if (group) {
-    cac_engine::synchronize_batch_norms(*net, std::shared_ptr<ProcessGroup>(group, [](ProcessGroup*) {}));
-    cac_engine::broadcast_parameters(*net, *group);
-  }
-  torch::optim::SGD optimizer(net->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
-  const int64_t batch = 8 / world;
-  auto images = torch::randn({batch, 3, 64, 64});
-  auto labels = torch::randint(0, 8, {batch, 64, 64}, torch::kLong);
-  auto start = std::chrono::steady_clock::now();
-  for (int step = 0; step < 12; ++step) {
-    if (step == 2) start = std::chrono::steady_clock::now();
-    optimizer.zero_grad();
-    torch::nn::functional::cross_entropy(net->forward(images), labels).backward();
-    if (group) cac_engine::average_gradients(*net, *group);
-    optimizer.step();
-  }
-  const double per_step = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / 10;
-  if (rank == 0) std::printf("bench: world %ld: %.4f s/step\n", static_cast<long>(world), per_step);
-  return per_step;
-}
-
 // The engine scenario's config: the trainer tests' tiny fcn_tiny run with SyncBN and without
 // dropout (whose masks depend on the per-process batch), `batch` images per process.
 cac_engine::Config engine_config(const fs::path& dir, int64_t batch) {
@@ -205,11 +172,6 @@ int run_scenario(const std::string& scenario) {
     write_text(dir / (rank_name + "_limited.txt"), std::to_string(limited.images));
     if (!result.evaluations.empty())
       write_text(dir / (rank_name + "_final.json"), metrics_text(result.final));
-    return 0;
-  }
-  if (scenario == "bench") {
-    torch::set_num_threads(1);
-    bench_steps(group.get(), env.world_size, env.rank);
     return 0;
   }
   if (scenario == "confusion") {
@@ -475,18 +437,6 @@ TEST_CASE("launch_local sets the torchrun variables and forwards exit codes", "[
   unsetenv("CAC_DIST_SCENARIO");
   fs::remove_all(dir);
   CHECK(cac_engine::free_port() > 0);
-}
-
-// Not run by default: cac_engine_tests "[distributed-bench]" prints the 2-process × 1-thread
-// against 1-process × 1-thread scaling of a small conv net with SyncBN.
-TEST_CASE("distributed scaling benchmark", "[.][distributed-bench]") {
-  torch::set_num_threads(1);
-  const double single = bench_steps(nullptr, 1, 0);
-  const fs::path dir = test_dir("bench");
-  auto run = run_workers(2, "bench", dir);
-  REQUIRE(run.launch.exit_code == 0);
-  std::printf("bench: 1 process: %.4f s/step (global batch 8); see the line above for 2 processes\n", single);
-  fs::remove_all(dir);
 }
 
 TEST_CASE("cac_engine::train on 2 processes × batch 2 equals 1 process × batch 4; evaluation across ranks is exact; "
