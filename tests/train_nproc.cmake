@@ -1,7 +1,8 @@
 # cac-train --nproc 2 end to end on the context-shift config (small dataset, 20 iterations, batch
 # 8 per process, SyncBN): one progress stream and one results table (rank 0's), one set of files,
 # a log without duplicates; then resume on one process, and a failing job's exit code.
-# Invoked with -DTRAIN= -DCONFIG= -DWORK=.
+# cac-eval --nproc 2 reports exactly the single-process metrics.
+# Invoked with -DTRAIN= -DEVAL= -DCONFIG= -DWORK=.
 file(REMOVE_RECURSE ${WORK})
 set(overrides --set data.root=${WORK}/data --set data.context_shift.num_train=64 --set data.context_shift.num_val=8
               --set schedule.iterations=20 --set evaluation.interval=10 --set runtime.log_interval=5
@@ -35,6 +36,19 @@ foreach(file latest.pt best.pt config.yaml curves.png)
     message(FATAL_ERROR "cac-train --nproc 2 did not write ${file}")
   endif()
 endforeach()
+foreach(nproc 1 2)
+  execute_process(COMMAND ${EVAL} ${CONFIG} ${WORK}/run/latest.pt ${overrides} --nproc ${nproc} --out ${WORK}/eval${nproc}.json
+                  RESULT_VARIABLE status OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  string(REGEX MATCHALL "8 images, [0-9.]+ ms/img" summary "${out}")
+  list(LENGTH summary count)
+  if(NOT status EQUAL 0 OR NOT count EQUAL 1)
+    message(FATAL_ERROR "cac-eval --nproc ${nproc} failed (${status}):\n${out}\n${err}")
+  endif()
+  file(READ ${WORK}/eval${nproc}.json metrics${nproc})
+endforeach()
+if(NOT metrics1 STREQUAL metrics2)
+  message(FATAL_ERROR "cac-eval --nproc 2 differs from one process:\n${metrics1}\n${metrics2}")
+endif()
 # A job whose workers fail exits non-zero and names the rank.
 execute_process(COMMAND ${TRAIN} ${CONFIG} --nproc 2 --timeout 20 --work-dir ${WORK}/bad ${overrides}
                         --set data.type=ade20k --set data.root=${WORK}/missing

@@ -2,11 +2,14 @@
 /// \file
 /// Shared pieces of the programs' command lines.
 
+#include "distributed.hpp"
+
 #include <c10/util/Exception.h>
 
 #include <cstdio>
 #include <exception>
 #include <functional>
+#include <optional>
 
 namespace cac_engine {
 
@@ -22,6 +25,17 @@ inline int run_program(const char* program, const std::function<void()>& body) {
     std::fprintf(stderr, "%s: %s\n", program, e.what());
   }
   return 1;
+}
+
+/// The start of a program that can run data-parallel (`--nproc`): reads the torchrun/SLURM
+/// environment into `env`; when `nproc` > 1 and no launcher set it, starts `nproc` copies of the
+/// program with `launch_local` and returns their exit code. Returns `std::nullopt` when this
+/// process should go on (a worker, or a single process); an exit code on a malformed environment.
+inline std::optional<int> launch_workers_if_asked(const char* program, int64_t nproc, int argc, char** argv,
+                                                  DistributedEnv& env) {
+  if (const int code = run_program(program, [&] { env = DistributedEnv::from_env(); })) return code;
+  if (nproc > 1 && !env.launched) return launch_local(static_cast<int>(nproc), argc, argv);
+  return std::nullopt;
 }
 
 }  // namespace cac_engine

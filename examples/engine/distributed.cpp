@@ -465,6 +465,15 @@ torch::Tensor sync_batch_norm(const torch::Tensor& input, torch::nn::BatchNorm2d
                          norm.running_var, norm.num_batches_tracked, group);
 }
 
+std::shared_ptr<ProcessGroup> join_environment_group(torch::Device& device, std::chrono::milliseconds timeout) {
+  const DistributedEnv env = DistributedEnv::from_env();
+  auto group = std::make_shared<ProcessGroup>();
+  if (!env.distributed()) return group;
+  if (device.is_cuda() && !device.has_index()) device = torch::Device(torch::kCUDA, env.local_rank);
+  group->init(env, device, timeout);
+  return group;
+}
+
 int64_t synchronize_batch_norms(torch::nn::Module& module, std::shared_ptr<ProcessGroup> group) {
   if (!group || group->size() == 1) {
     cac_models::set_sync_norm(module, nullptr);

@@ -122,6 +122,12 @@ class ProcessGroup {
   int64_t bucket_bytes_ = kDefaultBucketBytes;
 };
 
+/// The group of the job the environment describes (`DistributedEnv::from_env`), joined with
+/// `timeout`; a world of one when no launcher set the variables. With several processes, a CUDA
+/// `device` without an index becomes `cuda:<LOCAL_RANK>` (one GPU per process).
+std::shared_ptr<ProcessGroup> join_environment_group(torch::Device& device,
+                                                     std::chrono::milliseconds timeout = ProcessGroup::kDefaultTimeout);
+
 /// Copies every parameter and buffer of rank 0 to the other ranks (identical initial weights and
 /// batch-norm statistics), bucketed.
 void broadcast_parameters(torch::nn::Module& module, ProcessGroup& group);

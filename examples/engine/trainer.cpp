@@ -312,14 +312,9 @@ TrainResult train(const Config& config, const TrainOptions& options) {
   // RNG states, so rank 0's checkpoint resumes every rank.
   torch::manual_seed(static_cast<uint64_t>(seed));
 
-  const DistributedEnv env = DistributedEnv::from_env();
   torch::Device device = options.device();
-  if (device.is_cuda() && !device.has_index() && env.distributed()) device = torch::Device(torch::kCUDA, env.local_rank);
-  std::shared_ptr<ProcessGroup> group = options.group();
-  if (!group) {
-    group = std::make_shared<ProcessGroup>();
-    if (env.distributed()) group->init(env, device, options.timeout());
-  }
+  const std::shared_ptr<ProcessGroup> group =
+      options.group() ? options.group() : join_environment_group(device, options.timeout());
   const int64_t world = group->size();
   const bool main_rank = group->rank() == 0;
   const bool verbose = options.verbose() && main_rank;

@@ -1,7 +1,9 @@
 // cac-eval CONFIG CKPT [--mode whole|slide] [--aug-test] [--show-dir DIR] [--opacity 0.5]
-//                      [--out results.json] [--set key=value ...] [--device ...]
+//                      [--out results.json] [--branches] [--set key=value ...] [--device ...] [--nproc N]
 // Evaluates a checkpoint on the config's validation split: per-class table, mIoU/mAcc/aAcc,
-// optionally palette masks and overlays, and a JSON file of every figure.
+// optionally palette masks and overlays, and a JSON file of every figure. With `--nproc N` (or
+// under torchrun/SLURM) each process evaluates its share of the images and rank 0 reports the
+// metrics of the whole split.
 #include "engine/cli.hpp"
 #include "engine/trainer.hpp"
 
@@ -17,6 +19,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> overrides;
   bool aug_test = false, branches = false;
   double opacity = 0.5;
+  int64_t nproc = 1;
   app.add_option("config", config_file, "config file (YAML)")->required()->check(CLI::ExistingFile);
   app.add_option("checkpoint", checkpoint, "checkpoint of cac-train (latest.pt, best.pt, iter_N.pt)")
       ->required()
@@ -29,10 +32,15 @@ int main(int argc, char** argv) {
   app.add_flag("--branches", branches, "also score p, pp and the oracle py of a CAC model");
   app.add_option("--set", overrides, "override a config key: key.sub=value (repeatable)");
   app.add_option("--device", device, "cpu, cuda or cuda:N");
+  app.add_option("--nproc", nproc, "worker processes to start on this machine, each evaluating a share")
+      ->check(CLI::Range(int64_t{1}, int64_t{1024}));
   CLI11_PARSE(app, argc, argv);
+  cac_engine::DistributedEnv env;
+  if (const auto code = cac_engine::launch_workers_if_asked("cac-eval", nproc, argc, argv, env)) return *code;
   return cac_engine::run_program("cac-eval", [&] {
     const auto config = cac_engine::Config::load(config_file, overrides);
-    const auto target = cac_engine::parse_device(device);
+    auto target = cac_engine::parse_device(device);
+    const auto group = cac_engine::join_environment_group(target);
     auto model = cac_engine::build_model(config);
     cac_engine::load_weights(*model, checkpoint);
     model->to(target);
@@ -41,7 +49,8 @@ int main(int argc, char** argv) {
     if (aug_test) inference.scales({0.5, 0.75, 1.0, 1.25, 1.5, 1.75}).flip(true);
     const auto result = cac_engine::evaluate(
         model, config,
-        cac_engine::EvaluateOptions().device(target).show_dir(show_dir).opacity(opacity).inference(inference).branches(branches));
+        cac_engine::EvaluateOptions().device(target).show_dir(show_dir).opacity(opacity).inference(inference).branches(branches).group(group));
+    if (group->rank() != 0) return;
     const auto info = cac_engine::dataset_info(config);
     fmt::print("{}\n{} images, {:.1f} ms/img: mIoU {:.2f} mAcc {:.2f} aAcc {:.2f}\n",
                cac_eval::format_table(result.metrics, info.classes), result.images, result.ms_per_image,

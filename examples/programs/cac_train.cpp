@@ -34,9 +34,7 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
   cac_engine::DistributedEnv env;
-  if (const int code = cac_engine::run_program("cac-train", [&] { env = cac_engine::DistributedEnv::from_env(); }))
-    return code;
-  if (nproc > 1 && !env.launched) return cac_engine::launch_local(static_cast<int>(nproc), argc, argv);
+  if (const auto code = cac_engine::launch_workers_if_asked("cac-train", nproc, argc, argv, env)) return *code;
   return cac_engine::run_program("cac-train", [&] {
     const auto config = cac_engine::Config::load(config_file, overrides);
     if (work_dir.empty()) work_dir = "work_dirs/" + std::filesystem::path(config_file).stem().string();
