@@ -38,14 +38,17 @@ struct Measured {
   double average_seconds = 0;
 };
 
-// Starts `world` workers (one thread each) and reads rank 0's figures.
-Measured run_workers(int64_t world) {
+// Starts `world` workers (one thread each) and reads rank 0's figures; `independent` workers
+// train alone, side by side (no group: the machine's own contention, without communication).
+Measured run_workers(int64_t world, bool independent = false) {
   const auto out = std::filesystem::temp_directory_path() /
                    ("cac_bench_scaling_" + std::to_string(::getpid()) + "_" + std::to_string(world) + ".txt");
   std::filesystem::remove(out);
   setenv("CAC_BENCH_WORKER", out.c_str(), 1);
   setenv("OMP_NUM_THREADS", "1", 1);
+  if (independent) setenv("CAC_BENCH_INDEPENDENT", "1", 1);
   const auto result = cac_engine::launch_workers(world, {"cac-bench"});
+  unsetenv("CAC_BENCH_INDEPENDENT");
   unsetenv("CAC_BENCH_WORKER");
   unsetenv("OMP_NUM_THREADS");
   TORCH_CHECK(result.exit_code == 0, "cac-bench: expected the scaling workers to succeed but rank ",
@@ -58,13 +61,16 @@ Measured run_workers(int64_t world) {
 }
 
 void BM_DataParallelScaling(benchmark::State& state) {
-  Measured one, two;
+  Measured one, two, side_by_side;
   for (auto _ : state) {
     one = run_workers(1);
     two = run_workers(2);
+    side_by_side = run_workers(2, /*independent=*/true);
   }
   state.counters["s_per_step_1proc"] = one.seconds_per_step;
   state.counters["s_per_step_2proc"] = two.seconds_per_step;
+  state.counters["s_per_step_2alone"] = side_by_side.seconds_per_step;
+  state.counters["engine_efficiency"] = side_by_side.seconds_per_step / two.seconds_per_step;
   state.counters["allreduce_share_2proc"] = two.average_seconds / two.seconds_per_step;
   state.counters["speedup"] = 2 * one.seconds_per_step / two.seconds_per_step;
   state.counters["efficiency"] = one.seconds_per_step / two.seconds_per_step;
@@ -78,7 +84,8 @@ int run_scaling_worker(const char* out) {
   try {
     torch::set_num_threads(1);
     const auto env = cac_engine::DistributedEnv::from_env();
-    auto group = std::make_shared<cac_engine::ProcessGroup>(env, torch::kCPU, std::chrono::minutes(5));
+    auto group = std::make_shared<cac_engine::ProcessGroup>();
+    if (!std::getenv("CAC_BENCH_INDEPENDENT")) group->init(env, torch::kCPU, std::chrono::minutes(5));
     cac_models::ModelOptions options;
     options.norm.sync(true);
     torch::manual_seed(0);
