@@ -355,20 +355,27 @@ cac_eval::ConfusionMatrix all_reduce(const cac_eval::ConfusionMatrix& confusion,
 
 namespace {
 
-// y = (x - mean) * invstd * weight + bias with the group's mean/invstd; the backward pass
-// all-reduces sum(dy) and sum(dy * (x - mean)) to form the input gradient (PyTorch's
-// SyncBatchNorm); the weight/bias gradients stay local.
+// y = (x - mean) * invstd * weight + bias with the group's mean and variance; the backward pass
+// all-reduces sum(dy) and sum(dy * x̂) to form the input gradient (PyTorch's SyncBatchNorm); the
+// weight/bias gradients stay local. Both passes use ATen's fused batch-norm kernels in evaluation
+// mode (the group's statistics as constants): one kernel for the output, one for dy·w·invstd and
+// the two per-channel sums, then one fused multiply-add and one add for the terms through the
+// statistics: dx = w·invstd·(dy − mean(dy) − x̂·mean(dy·x̂)) = dy·w·invstd + x·b + c.
 struct SyncBatchNormFunction : public torch::autograd::Function<SyncBatchNormFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input,
                                const torch::Tensor& weight, const torch::Tensor& bias, const torch::Tensor& mean,
-                               const torch::Tensor& invstd, double count, int64_t group_address) {
-    const std::vector<int64_t> shape{1, input.size(1), 1, 1};
-    torch::Tensor output = (input - mean.view(shape)) * invstd.view(shape);
-    if (weight.defined()) output = output * weight.view(shape);
-    if (bias.defined()) output = output + bias.view(shape);
-    ctx->save_for_backward({input, weight, mean, invstd});
+                               const torch::Tensor& var, double eps, double count, int64_t group_address) {
+    const auto type = input.scalar_type();
+    // An affine-free layer gets unit weights: the backward kernel then returns sum(dy * x̂).
+    const torch::Tensor scale = weight.defined() ? weight.to(type) : torch::ones_like(mean);
+    const torch::Tensor output = std::get<0>(
+        at::native_batch_norm(input, scale, bias.defined() ? bias.to(type) : torch::Tensor(), mean, var,
+                              /*training=*/false, 0.0, eps));
+    ctx->save_for_backward({input, scale, mean, var});
+    ctx->saved_data["eps"] = eps;
     ctx->saved_data["count"] = count;
     ctx->saved_data["group"] = group_address;
+    ctx->saved_data["has_weight"] = weight.defined();
     ctx->saved_data["has_bias"] = bias.defined();
     return output;
   }
@@ -377,30 +384,32 @@ struct SyncBatchNormFunction : public torch::autograd::Function<SyncBatchNormFun
                                                  torch::autograd::variable_list grad_outputs) {
     const auto saved = ctx->get_saved_variables();
     const torch::Tensor& input = saved[0];
-    const torch::Tensor& weight = saved[1];
+    const torch::Tensor& scale = saved[1];
     const torch::Tensor& mean = saved[2];
-    const torch::Tensor& invstd = saved[3];
+    const torch::Tensor& var = saved[3];
+    const double eps = ctx->saved_data["eps"].toDouble();
     const double count = ctx->saved_data["count"].toDouble();
     auto& group = *reinterpret_cast<ProcessGroup*>(static_cast<intptr_t>(ctx->saved_data["group"].toInt()));
-    const bool has_bias = ctx->saved_data["has_bias"].toBool();
 
     const int64_t channels = input.size(1);
     const std::vector<int64_t> shape{1, channels, 1, 1};
-    torch::Tensor grad = grad_outputs[0];
-    torch::Tensor centred = input - mean.view(shape);
-    torch::Tensor sum_dy = grad.sum({0, 2, 3});
-    torch::Tensor sum_dy_centred = (grad * centred).sum({0, 2, 3});
-    torch::Tensor grad_weight = weight.defined() ? sum_dy_centred * invstd : torch::Tensor();
-    torch::Tensor grad_bias = has_bias ? sum_dy.clone() : torch::Tensor();
-
-    std::vector<torch::Tensor> sums{torch::cat({sum_dy, sum_dy_centred}).to(torch::kDouble)};
+    // grad_input = dy·w·invstd, sum_dy_xhat = Σ dy·x̂, sum_dy = Σ dy (this rank's).
+    auto [grad_input, sum_dy_xhat, sum_dy] = at::native_batch_norm_backward(
+        grad_outputs[0].contiguous(), input, scale, mean, var, torch::Tensor(), torch::Tensor(), /*train=*/false, eps,
+        {true, true, true});
+    std::vector<torch::Tensor> sums{torch::cat({sum_dy, sum_dy_xhat}).to(torch::kDouble)};
     group.all_reduce_sum(sums);
-    const torch::Tensor mean_dy = (sums[0].narrow(0, 0, channels) / count).to(input.scalar_type());
-    const torch::Tensor mean_dy_centred = (sums[0].narrow(0, channels, channels) / count).to(input.scalar_type());
-    torch::Tensor scale = weight.defined() ? invstd * weight : invstd;
-    torch::Tensor grad_input =
-        (grad - mean_dy.view(shape) - centred * (invstd * invstd * mean_dy_centred).view(shape)) * scale.view(shape);
-    return {grad_input, grad_weight, grad_bias, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    const torch::Tensor mean_dy = sums[0].narrow(0, 0, channels) / count;
+    const torch::Tensor mean_dy_xhat = sums[0].narrow(0, channels, channels) / count;
+    const torch::Tensor invstd = (var.to(torch::kDouble) + eps).rsqrt();
+    const torch::Tensor w_invstd = scale.to(torch::kDouble) * invstd;
+    const torch::Tensor b = -w_invstd * invstd * mean_dy_xhat;
+    const torch::Tensor c = -w_invstd * mean_dy - b * mean.to(torch::kDouble);
+    grad_input.addcmul_(input, b.to(input.scalar_type()).view(shape)).add_(c.to(input.scalar_type()).view(shape));
+    return {grad_input,
+            ctx->saved_data["has_weight"].toBool() ? sum_dy_xhat : torch::Tensor(),
+            ctx->saved_data["has_bias"].toBool() ? sum_dy : torch::Tensor(),
+            torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -428,7 +437,7 @@ torch::Tensor sync_batch_norm(const torch::Tensor& input, const torch::nn::Batch
                              at::globalContext().userEnabledCuDNN());
 
   torch::Tensor mean;
-  torch::Tensor invstd;
+  torch::Tensor var;
   double count = 0;
   {
     torch::NoGradGuard no_grad;
@@ -450,13 +459,13 @@ torch::Tensor sync_batch_norm(const torch::Tensor& input, const torch::nn::Batch
     auto mean64 = stats.narrow(0, 0, channels) / count;
     auto var64 = (stats.narrow(0, channels, channels) / count - mean64 * mean64).clamp_min(0);
     mean = mean64.to(input.scalar_type());
-    invstd = (var64 + options.eps()).rsqrt().to(input.scalar_type());
+    var = var64.to(input.scalar_type());
     if (training && track) {
       running_mean.mul_(1 - factor).add_(mean64.to(running_mean.scalar_type()), factor);
       running_var.mul_(1 - factor).add_((var64 * (count / (count - 1))).to(running_var.scalar_type()), factor);
     }
   }
-  return SyncBatchNormFunction::apply(input, weight, bias, mean, invstd, count,
+  return SyncBatchNormFunction::apply(input.contiguous(), weight, bias, mean, var, options.eps(), count,
                                       static_cast<int64_t>(reinterpret_cast<intptr_t>(&group)));
 }
 
