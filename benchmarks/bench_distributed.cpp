@@ -38,17 +38,22 @@ struct Measured {
   double average_seconds = 0;
 };
 
-// Starts `world` workers (one thread each) and reads rank 0's figures; `independent` workers
-// train alone, side by side (no group: the machine's own contention, without communication).
-Measured run_workers(int64_t world, bool independent = false) {
+// How the workers of `run_workers` train.
+enum class Mode { SyncBN, PlainBN, Independent };
+
+// Starts `world` workers (one thread each) and reads rank 0's figures. `SyncBN`: data-parallel with
+// synchronised batch norms (the reference configs); `PlainBN`: data-parallel with per-process batch
+// statistics; `Independent`: no group, each worker trains alone beside the others (the machine's
+// own contention, without communication).
+Measured run_workers(int64_t world, Mode mode = Mode::SyncBN) {
   const auto out = std::filesystem::temp_directory_path() /
                    ("cac_bench_scaling_" + std::to_string(::getpid()) + "_" + std::to_string(world) + ".txt");
   std::filesystem::remove(out);
   setenv("CAC_BENCH_WORKER", out.c_str(), 1);
   setenv("OMP_NUM_THREADS", "1", 1);
-  if (independent) setenv("CAC_BENCH_INDEPENDENT", "1", 1);
+  setenv("CAC_BENCH_MODE", mode == Mode::SyncBN ? "sync" : (mode == Mode::PlainBN ? "plain" : "independent"), 1);
   const auto result = cac_engine::launch_workers(world, {"cac-bench"});
-  unsetenv("CAC_BENCH_INDEPENDENT");
+  unsetenv("CAC_BENCH_MODE");
   unsetenv("CAC_BENCH_WORKER");
   unsetenv("OMP_NUM_THREADS");
   TORCH_CHECK(result.exit_code == 0, "cac-bench: expected the scaling workers to succeed but rank ",
@@ -61,16 +66,19 @@ Measured run_workers(int64_t world, bool independent = false) {
 }
 
 void BM_DataParallelScaling(benchmark::State& state) {
-  Measured one, two, side_by_side;
+  Measured one, two, plain, side_by_side;
   for (auto _ : state) {
     one = run_workers(1);
     two = run_workers(2);
-    side_by_side = run_workers(2, /*independent=*/true);
+    plain = run_workers(2, Mode::PlainBN);
+    side_by_side = run_workers(2, Mode::Independent);
   }
   state.counters["s_per_step_1proc"] = one.seconds_per_step;
   state.counters["s_per_step_2proc"] = two.seconds_per_step;
   state.counters["s_per_step_2alone"] = side_by_side.seconds_per_step;
   state.counters["engine_efficiency"] = side_by_side.seconds_per_step / two.seconds_per_step;
+  state.counters["s_per_step_2proc_plain_bn"] = plain.seconds_per_step;
+  state.counters["efficiency_plain_bn"] = one.seconds_per_step / plain.seconds_per_step;
   state.counters["allreduce_share_2proc"] = two.average_seconds / two.seconds_per_step;
   state.counters["speedup"] = 2 * one.seconds_per_step / two.seconds_per_step;
   state.counters["efficiency"] = one.seconds_per_step / two.seconds_per_step;
@@ -84,10 +92,11 @@ int run_scaling_worker(const char* out) {
   try {
     torch::set_num_threads(1);
     const auto env = cac_engine::DistributedEnv::from_env();
+    const std::string mode = std::getenv("CAC_BENCH_MODE") ? std::getenv("CAC_BENCH_MODE") : "sync";
     auto group = std::make_shared<cac_engine::ProcessGroup>();
-    if (!std::getenv("CAC_BENCH_INDEPENDENT")) group->init(env, torch::kCPU, std::chrono::minutes(5));
+    if (mode != "independent") group->init(env, torch::kCPU, std::chrono::minutes(5));
     cac_models::ModelOptions options;
-    options.norm.sync(true);
+    options.norm.sync(mode == "sync");
     torch::manual_seed(0);
     auto model = cac_models::make_model("fcn_mobilenetv2", options);
     cac_engine::synchronize_batch_norms(*model, group);
