@@ -374,8 +374,14 @@ TrainResult train(const Config& config, const TrainOptions& options) {
     if (!main_rank) return;
     const std::filesystem::path numbered = dir / fmt::format("iter_{}.pt", iteration);
     save_checkpoint(numbered, *model, *optimizer, state, loader.options(), effective);
-    std::filesystem::copy_file(numbered, dir / "latest.pt.tmp", std::filesystem::copy_options::overwrite_existing);
-    std::filesystem::rename(dir / "latest.pt.tmp", dir / "latest.pt");
+    // latest.pt: a second name for the same file (no copy), published atomically; a copy where the
+    // file system has no hard links.
+    const std::filesystem::path temp = dir / "latest.pt.tmp";
+    std::filesystem::remove(temp);
+    std::error_code no_link;
+    std::filesystem::create_hard_link(numbered, temp, no_link);
+    if (no_link) std::filesystem::copy_file(numbered, temp, std::filesystem::copy_options::overwrite_existing);
+    std::filesystem::rename(temp, dir / "latest.pt");
     auto existing = numbered_checkpoints(dir);
     for (size_t i = 0; keep_last > 0 && i + static_cast<size_t>(keep_last) < existing.size(); ++i) {
       std::filesystem::remove(existing[i].second);

@@ -62,6 +62,8 @@ TEST_CASE("trainer: work directory, logs, keep-last and evaluation branches", "[
   }
   CHECK_FALSE(fs::exists(dir / "run" / "iter_2.pt"));  // keep_last = 2
   CHECK_FALSE(fs::exists(dir / "run" / "iter_4.pt"));
+  CHECK(fs::equivalent(dir / "run" / "latest.pt", dir / "run" / "iter_8.pt"));  // a hard link, not a copy
+  CHECK_FALSE(fs::exists(dir / "run" / "latest.pt.tmp"));
   std::ifstream log(dir / "run" / "log.jsonl");
   int64_t train_lines = 0, val_lines = 0;
   for (std::string line; std::getline(log, line);) {
