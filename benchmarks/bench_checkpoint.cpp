@@ -33,16 +33,21 @@ const std::string& checkpoint_path() {
   return path;
 }
 
+// Reads the whole file at `path` (`size` bytes) into `buffer`; flags a short read on `state`.
+void read_file(benchmark::State& state, const std::string& path, char* buffer, size_t size) {
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  const size_t got = std::fread(buffer, 1, size, file);
+  std::fclose(file);
+  benchmark::DoNotOptimize(buffer);
+  if (got != size) state.SkipWithError("short read");
+}
+
 void BM_ReadFile(benchmark::State& state) {
   const std::string& path = checkpoint_path();
   const auto size = std::filesystem::file_size(path);
   for (auto _ : state) {
     std::unique_ptr<char[]> buffer(new char[size]);
-    std::FILE* file = std::fopen(path.c_str(), "rb");
-    const size_t got = std::fread(buffer.get(), 1, size, file);
-    std::fclose(file);
-    benchmark::DoNotOptimize(buffer.get());
-    if (got != size) state.SkipWithError("short read");
+    read_file(state, path, buffer.get(), size);
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * size));
 }
@@ -52,13 +57,7 @@ void BM_ReadFileWarm(benchmark::State& state) {
   const auto size = std::filesystem::file_size(path);
   std::unique_ptr<char[]> buffer(new char[size]);
   std::memset(buffer.get(), 0, size);
-  for (auto _ : state) {
-    std::FILE* file = std::fopen(path.c_str(), "rb");
-    const size_t got = std::fread(buffer.get(), 1, size, file);
-    std::fclose(file);
-    benchmark::DoNotOptimize(buffer.get());
-    if (got != size) state.SkipWithError("short read");
-  }
+  for (auto _ : state) read_file(state, path, buffer.get(), size);
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * size));
 }
 
