@@ -425,13 +425,7 @@ torch::Tensor sync_batch_norm(const torch::Tensor& input, const torch::nn::Batch
               " channels but got ", channels);
   const bool track = options.track_running_stats() && running_mean.defined() && running_var.defined();
   const bool batch_statistics = training || !track;
-  // The running-average factor exactly as torch::nn::BatchNorm2d computes it.
-  double factor = options.momentum().value_or(0.0);
-  if (training && track && num_batches_tracked.defined()) {
-    torch::NoGradGuard no_grad;
-    num_batches_tracked += 1;
-    if (!options.momentum().has_value()) factor = 1.0 / num_batches_tracked.item<double>();
-  }
+  const double factor = cac_models::running_average_factor(options, training && track, num_batches_tracked);
   if (!batch_statistics || group.size() == 1)
     return torch::batch_norm(input, weight, bias, running_mean, running_var, batch_statistics, factor, options.eps(),
                              at::globalContext().userEnabledCuDNN());

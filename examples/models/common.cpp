@@ -45,12 +45,8 @@ torch::Tensor Norm2dImpl::forward(const torch::Tensor& input) {
   if (sync && sync_function && is_training()) return (*sync_function)(input, *this);
   TORCH_CHECK(input.dim() == 4, "cac_models::Norm2d: expected a 4-D input [N, C, H, W] but got ", input.sizes());
   // torch::nn::BatchNorm2d's forward, step for step.
-  double factor = options.momentum().value_or(0.0);
-  if (is_training() && options.track_running_stats() && num_batches_tracked.defined()) {
-    torch::NoGradGuard no_grad;
-    num_batches_tracked += 1;
-    if (!options.momentum().has_value()) factor = 1.0 / num_batches_tracked.item<double>();
-  }
+  const double factor =
+      running_average_factor(options, is_training() && options.track_running_stats(), num_batches_tracked);
   return torch::batch_norm(input, weight, bias, running_mean, running_var,
                            is_training() || !options.track_running_stats(), factor, options.eps(),
                            at::globalContext().userEnabledCuDNN());
@@ -66,6 +62,14 @@ void Norm2dImpl::pretty_print(std::ostream& stream) const {
   stream << ", affine=" << (options.affine() ? "true" : "false")
          << ", track_running_stats=" << (options.track_running_stats() ? "true" : "false")
          << ", sync=" << (sync ? "true" : "false") << ")";
+}
+
+double running_average_factor(const torch::nn::BatchNorm2dOptions& options, bool update,
+                              torch::Tensor num_batches_tracked) {
+  if (!update || !num_batches_tracked.defined()) return options.momentum().value_or(0.0);
+  torch::NoGradGuard no_grad;
+  num_batches_tracked += 1;
+  return options.momentum().has_value() ? *options.momentum() : 1.0 / num_batches_tracked.item<double>();
 }
 
 int64_t set_sync_norm(torch::nn::Module& module, std::shared_ptr<const SyncNormFunction> function) {

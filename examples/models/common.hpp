@@ -90,6 +90,13 @@ class Norm2dImpl : public torch::nn::Cloneable<Norm2dImpl> {
 };
 TORCH_MODULE(Norm2d);
 
+/// The running-average factor of one batch-norm step, exactly as `torch::nn::BatchNorm2d` computes
+/// it: when `update` (training with running statistics) and `num_batches_tracked` is defined, it
+/// increments `num_batches_tracked` and returns the momentum, or 1 / `num_batches_tracked` when the
+/// momentum is None (cumulative average); otherwise the momentum (0 when None).
+double running_average_factor(const torch::nn::BatchNorm2dOptions& options, bool update,
+                              torch::Tensor num_batches_tracked);
+
 /// Installs `function` in every `Norm2d` of `module` (itself included) that was built with `sync`;
 /// null removes it. Returns the number of such layers.
 int64_t set_sync_norm(torch::nn::Module& module, std::shared_ptr<const SyncNormFunction> function);
