@@ -7,6 +7,7 @@
 /// #include <cac/cac.hpp>
 /// ```
 
+#include <cac/autocast.hpp>
 #include <cac/context_aware_classifier.hpp>
 #include <cac/context_aware_head.hpp>
 #include <cac/context_aware_loss.hpp>
