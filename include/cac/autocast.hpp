@@ -20,11 +20,11 @@
 /// losses.total.backward();  // outside the scope, as in PyTorch
 /// ```
 
-#include <ATen/autocast_mode.h>
+#include <cac/detail/autocast.hpp>
+
 #include <c10/core/DeviceType.h>
 #include <c10/core/ScalarType.h>
 #include <c10/util/Exception.h>
-#include <torch/version.h>
 
 namespace cac {
 
@@ -32,11 +32,7 @@ namespace cac {
 inline bool autocast_enabled(c10::DeviceType device_type) {
   TORCH_CHECK(device_type == c10::DeviceType::CPU || device_type == c10::DeviceType::CUDA,
               "cac::autocast_enabled: expected a CPU or CUDA device type but got ", device_type);
-#if TORCH_VERSION_MAJOR >= 2 && (TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 4)
-  return at::autocast::is_autocast_enabled(device_type);
-#else
-  return device_type == c10::DeviceType::CUDA ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
-#endif
+  return detail::autocast_is_enabled(device_type);
 }
 
 /// Turns autocast on for `device_type` with `dtype` for its lifetime, then restores the previous
@@ -56,42 +52,21 @@ class AutocastGuard {
     TORCH_CHECK(dtype == c10::ScalarType::BFloat16 || dtype == c10::ScalarType::Half,
                 "cac::AutocastGuard: expected dtype bfloat16 or float16 but got ", dtype);
     if (!active_) return;
-    previous_enabled_ = autocast_enabled(device_type);
-    previous_dtype_ = get_dtype();
-    set(true, dtype);
+    previous_enabled_ = detail::autocast_is_enabled(device_type);
+    previous_dtype_ = detail::autocast_get_dtype(device_type);
+    detail::autocast_set_dtype(device_type, dtype);
+    detail::autocast_set_enabled(device_type, true);
   }
   ~AutocastGuard() {
     if (!active_) return;
-    set(previous_enabled_, previous_dtype_);
+    detail::autocast_set_dtype(device_type_, previous_dtype_);
+    detail::autocast_set_enabled(device_type_, previous_enabled_);
     if (!previous_enabled_) at::autocast::clear_cache();
   }
   AutocastGuard(const AutocastGuard&) = delete;
   AutocastGuard& operator=(const AutocastGuard&) = delete;
 
  private:
-  c10::ScalarType get_dtype() const {
-#if TORCH_VERSION_MAJOR >= 2 && (TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 4)
-    return at::autocast::get_autocast_dtype(device_type_);
-#else
-    return device_type_ == c10::DeviceType::CUDA ? at::autocast::get_autocast_gpu_dtype()
-                                                 : at::autocast::get_autocast_cpu_dtype();
-#endif
-  }
-  void set(bool enabled, c10::ScalarType dtype) const {
-#if TORCH_VERSION_MAJOR >= 2 && (TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 4)
-    at::autocast::set_autocast_dtype(device_type_, dtype);
-    at::autocast::set_autocast_enabled(device_type_, enabled);
-#else
-    if (device_type_ == c10::DeviceType::CUDA) {
-      at::autocast::set_autocast_gpu_dtype(dtype);
-      at::autocast::set_enabled(enabled);
-    } else {
-      at::autocast::set_autocast_cpu_dtype(dtype);
-      at::autocast::set_cpu_enabled(enabled);
-    }
-#endif
-  }
-
   c10::DeviceType device_type_;
   bool active_;
   bool previous_enabled_ = false;

@@ -116,14 +116,21 @@ class ContextAwareClassifierImpl : public torch::nn::Cloneable<ContextAwareClass
   }
 
   /// pp `[B, n, *spatial]` for `features` `[B, d, *spatial]`: what inference uses (argmax over dim 1).
+  ///
+  /// Autocast-safe: under the caller's autocast the classifier C runs as autocast decides (p in
+  /// reduced precision), the CAC maths in float32 with C's own float32 weights, and pp comes out in
+  /// float32. Without autocast pp has the features' dtype (see `cac::ContextAwareHead::forward`).
   torch::Tensor forward(const torch::Tensor& features) {
-    return head->forward(features, weight_for(features), classifier_logits(features));
+    torch::Tensor logits = classifier_logits(features);
+    return head->forward(features, classifier->weight, logits);
   }
 
   /// p, pp and py for `features` `[B, d, *spatial]` and integer `labels` `[B, *spatial']`,
   /// ready for `cac::ContextAwareLoss`.
+  /// Dtypes as in `forward`: p as the classifier returns it, pp and py in float32 under autocast.
   ContextAwareOutput forward_train(const torch::Tensor& features, const torch::Tensor& labels) {
-    return head->forward_train(features, weight_for(features), classifier_logits(features), labels);
+    torch::Tensor logits = classifier_logits(features);
+    return head->forward_train(features, classifier->weight, logits, labels);
   }
 
   /// The options the wrapper was built with.
@@ -142,11 +149,6 @@ class ContextAwareClassifierImpl : public torch::nn::Cloneable<ContextAwareClass
                   classifier->weight.dim() - 2, " spatial dims for this convolution classifier but got ",
                   features.sizes());
     }
-  }
-
-  /// C in the features' dtype (autocast runs the classifier in reduced precision with float32 weights).
-  torch::Tensor weight_for(const torch::Tensor& features) const {
-    return classifier->weight.to(features.scalar_type());
   }
 };
 

@@ -57,8 +57,12 @@ class ContextAwareHeadImpl : public torch::nn::Cloneable<ContextAwareHeadImpl> {
   ///
   /// `features` f `[B, d, *spatial]` (one or more spatial dims), `classifier_weight` C `[n, d]` or
   /// `[n, d, 1, ...]`, `logits` p `[B, n, *spatial]` (the original classifier's output, with its
-  /// bias). Returns `[B, n, *spatial]` in the features' dtype. Under `torch::NoGradGuard` it keeps
-  /// at most one `[B, n, S]` temporary and never copies contiguous float features.
+  /// bias). Returns `[B, n, *spatial]` in the features' dtype, or in float32 when the caller has
+  /// autocast on for the features' device (float64 stays float64). Float16 and bfloat16 inputs are
+  /// computed in float32, and float32, float16 and bfloat16 inputs may be mixed (autocast gives a
+  /// reduced-precision p beside a float32 C); see docs/api.md, "Mixed precision". Under
+  /// `torch::NoGradGuard` it keeps at most one `[B, n, S]` temporary and never copies contiguous
+  /// float features.
   torch::Tensor forward(const torch::Tensor& features, const torch::Tensor& classifier_weight,
                         const torch::Tensor& logits) {
     const torch::Tensor weight = check_inputs(features, classifier_weight, logits);
@@ -70,7 +74,8 @@ class ContextAwareHeadImpl : public torch::nn::Cloneable<ContextAwareHeadImpl> {
   /// `labels` is an integer tensor `[B, *spatial']` at any resolution (values in `[0, n)` or
   /// `ignore_index`), resized to the feature grid as PyTorch's `interpolate(mode='nearest')`.
   /// Gradients reach f through every branch and C through both concatenations (the oracle starts
-  /// from a detached copy of C, as released).
+  /// from a detached copy of C, as released). `logits` is passed through as is; pp and py have
+  /// the dtype `forward` documents.
   ContextAwareOutput forward_train(const torch::Tensor& features, const torch::Tensor& classifier_weight,
                                    const torch::Tensor& logits, const torch::Tensor& labels) {
     const torch::Tensor weight = check_inputs(features, classifier_weight, logits);

@@ -45,7 +45,9 @@ class ContextAwareLossImpl : public torch::nn::Cloneable<ContextAwareLossImpl> {
 
   /// Every term and the weighted total for the head's `output` and `labels` `[B, *spatial']`
   /// (integer, at any resolution). `output.oracle_logits` may be undefined only when the oracle
-  /// and distillation weights are 0.
+  /// and distillation weights are 0. Every term is 0-dim float32 (float64 for float64 pp), computed
+  /// in float32 for float16/bfloat16 logits (which may be mixed with float32) with or without
+  /// autocast, like LibTorch's own losses under autocast.
   ContextAwareLosses forward(const ContextAwareOutput& output, const torch::Tensor& labels) {
     detail::check_loss_inputs("cac::ContextAwareLoss", output, labels, options);
     return detail::context_aware_loss(output, labels, options);

@@ -5,8 +5,16 @@
 /// Every module's `forward` delegates here, so code without modules can call the maths
 /// directly. Shapes: features `[B, d, *spatial]`, class scores `[B, n, *spatial]`, classifier
 /// weights `[n, d]` (or a 1×1 convolution's `[n, d, 1, ...]`), labels `[B, *spatial']` at any
-/// resolution. Half and bfloat16 inputs are computed in float32 and returned in their dtype.
+/// resolution.
+///
+/// Precision (docs/api.md, "Mixed precision"): float64 and float32 run natively; float16 and
+/// bfloat16 inputs are computed in float32, and float32, float16 and bfloat16 inputs may be mixed.
+/// Every function runs its maths with autocast off for its device (`detail::AutocastOff`), so
+/// autocast never re-casts it. Prototypes and losses come out in the compute dtype (float32 for
+/// reduced precision); logits (cosine, pp, py) in the features' dtype, or in their compute dtype
+/// when the caller has autocast on for the features' device, as autocast's float32 ops do.
 
+#include <cac/detail/autocast.hpp>
 #include <cac/detail/tensor_utils.hpp>
 #include <cac/options.hpp>
 #include <cac/outputs.hpp>
@@ -49,6 +57,13 @@ using ContextAwareLossFuncOptions = ContextAwareLossOptions;
 
 namespace detail {
 
+/// The dtype logits (cosine, pp, py) are returned in for `features`: their own dtype, or their
+/// compute dtype (float32 for float16/bfloat16) when the caller had autocast on for their device
+/// (`autocast.was_enabled()`), as autocast's float32 ops (softmax, losses) return float32.
+inline c10::ScalarType logits_dtype(const at::Tensor& features, const AutocastOff& autocast) {
+  return autocast.was_enabled() ? compute_dtype(features.scalar_type()) : features.scalar_type();
+}
+
 /// `tensor` `[B, c, *spatial]` viewed (or copied) as `[B, c, S]`.
 inline at::Tensor flatten_spatial(const at::Tensor& tensor) {
   return tensor.reshape({tensor.size(0), tensor.size(1), c10::multiply_integers(tensor.sizes().slice(2))});
@@ -75,6 +90,7 @@ struct SoftPrototypesFunction : public torch::autograd::Function<SoftPrototypesF
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &features = saved[0], &weights = saved[1], &denominator = saved[2], &prototypes = saved[3];
+    const AutocastOff no_autocast(features.device());  // backward() may be called inside an autocast scope
     const at::Tensor scaled = grads[0] / denominator;                               // h, [B, n, d]
     at::Tensor grad_features = at::bmm(scaled.transpose(1, 2), weights);            // [B, d, S]
     at::Tensor grad_weights = at::bmm(scaled, features);                            // [B, n, S]
@@ -82,8 +98,8 @@ struct SoftPrototypesFunction : public torch::autograd::Function<SoftPrototypesF
     const at::Tensor ones = at::ones({weights.size(0), 1, weights.size(1)}, weights.options());
     const at::Tensor class_sum = at::bmm(ones, weights * grad_weights);            // [B, 1, S]
     at::Tensor grad_logits = grad_weights.sub_(class_sum).mul_(weights);
-    const auto logits_dtype = static_cast<c10::ScalarType>(ctx->saved_data["logits_dtype"].toInt());
-    return {grad_features, grad_logits.to(logits_dtype)};
+    const auto logits_type = static_cast<c10::ScalarType>(ctx->saved_data["logits_dtype"].toInt());
+    return {grad_features, grad_logits.to(logits_type)};
   }
 };
 
@@ -149,6 +165,7 @@ struct CosineLogitsFunction : public torch::autograd::Function<CosineLogitsFunct
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &features = saved[0], &unit = saved[1], &out = saved[2], &norms = saved[3], &scale = saved[4];
+    const AutocastOff no_autocast(features.device());  // backward() may be called inside an autocast scope
     const double tau = ctx->saved_data["tau"].toDouble();
     const at::Tensor& grad = grads[0];
     const at::Tensor scaled = grad * scale;                                 // [B, n, S]
@@ -184,20 +201,23 @@ inline at::Tensor project(const at::Tensor& input, const ProjectorWeights& proje
                     projector.fc2_bias.defined() ? projector.fc2_bias.to(type) : at::Tensor());
 }
 
-/// Unchecked pp (Eqs. 4-6). `classifier_weight` is `[n, d]`.
+/// Unchecked pp (Eqs. 4-6). `classifier_weight` is `[n, d]`. Returns `logits_dtype`.
 inline at::Tensor context_logits(const at::Tensor& features, const at::Tensor& classifier_weight,
                                  const at::Tensor& logits, const ProjectorWeights& projector, double tau) {
+  const AutocastOff autocast(features.device());
   const at::Tensor f = flatten_spatial(to_compute(features));
   const at::Tensor prototypes = soft_prototypes(f, flatten_spatial(logits));  // [B, n, d]
   const at::Tensor classifier = classifier_weight.to(f.scalar_type()).unsqueeze(0).expand_as(prototypes);
   const at::Tensor context = project(at::cat({prototypes, classifier}, -1), projector);
-  return cosine_logits(f, context, tau).view(logits.sizes()).to(features.scalar_type());
+  return cosine_logits(f, context, tau).view(logits.sizes()).to(logits_dtype(features, autocast));
 }
 
 /// Unchecked py (Eqs. 1-3). `classifier_weight` is `[n, d]`; `labels` at any resolution.
+/// Returns `logits_dtype`.
 inline at::Tensor oracle_logits(const at::Tensor& features, const at::Tensor& classifier_weight,
                                 const at::Tensor& labels, const ProjectorWeights& projector,
                                 const ContextAwareHeadOptions& options) {
+  const AutocastOff autocast(features.device());
   const at::Tensor f = flatten_spatial(to_compute(features));
   const at::Tensor classifier = classifier_weight.to(f.scalar_type());
   const at::Tensor grid_labels =
@@ -208,12 +228,13 @@ inline at::Tensor oracle_logits(const at::Tensor& features, const at::Tensor& cl
       project(at::cat({prototypes, classifier.expand_as(prototypes)}, -1), projector);  // [n|B×n, d]
   std::vector<int64_t> shape = features.sizes().vec();
   shape[1] = classifier.size(0);
-  return cosine_logits(f, oracle, options.tau()).view(shape).to(features.scalar_type());
+  return cosine_logits(f, oracle, options.tau()).view(shape).to(logits_dtype(features, autocast));
 }
 
-/// Unchecked Eqs. 7/10/11 with the released label mixing.
+/// Unchecked Eqs. 7/10/11 with the released label mixing; 0-dim in the student's compute dtype.
 inline at::Tensor entropy_aware_kl(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& labels,
                                    const EntropyAwareKLOptions& options) {
+  const AutocastOff no_autocast(student.device());
   const auto type = compute_dtype(student.scalar_type());
   const int64_t batch = student.size(0), classes = student.size(1);
   const at::Tensor log_p = at::log_softmax(flatten_spatial(student), 1, type);       // [B, n, S]
@@ -321,9 +342,10 @@ inline void check_loss_inputs(const char* who, const ContextAwareOutput& output,
                reference.device());
 }
 
-/// Unchecked training objective (paper Eq. 8).
+/// Unchecked training objective (paper Eq. 8); every term 0-dim in pp's compute dtype.
 inline ContextAwareLosses context_aware_loss(const ContextAwareOutput& output, const at::Tensor& labels,
                                              const ContextAwareLossOptions& options) {
+  const AutocastOff no_autocast(output.context_logits.device());
   const bool align = options.align_corners();
   const int64_t ignore = options.ignore_index();
   const at::Tensor zero = at::zeros({}, output.context_logits.options().dtype(
@@ -354,7 +376,8 @@ namespace functional {
 /// Estimated class prototypes (paper Eq. 4): for each image b and class k,
 /// `Σ_i softmax(logits)[b,k,i]·f[b,:,i] / (Σ_i softmax(logits)[b,k,i] + 1e-12)`.
 ///
-/// `features` `[B, d, *spatial]`, `logits` `[B, n, *spatial]` → `[B, n, d]` (float32 for reduced types).
+/// `features` `[B, d, *spatial]`, `logits` `[B, n, *spatial]` → `[B, n, d]` in the features' compute
+/// dtype (float32 for float16/bfloat16, with or without autocast).
 /// ```
 /// auto prototypes = cac::functional::soft_prototypes(features, classifier(features));
 /// ```
@@ -364,6 +387,7 @@ inline at::Tensor soft_prototypes(const at::Tensor& features, const at::Tensor& 
   TORCH_CHECK(logits.defined() && logits.dim() >= 2, who, ": expected logits of shape [B, n, *spatial] but got ",
               logits.defined() ? logits.sizes() : at::IntArrayRef{});
   detail::check_logits(who, "logits", logits, features, logits.size(1));
+  const detail::AutocastOff no_autocast(features.device());
   return detail::soft_prototypes(detail::flatten_spatial(detail::to_compute(features)),
                                  detail::flatten_spatial(logits));
 }
@@ -372,7 +396,8 @@ inline at::Tensor soft_prototypes(const at::Tensor& features, const at::Tensor& 
 /// resized to the feature grid with nearest; each class present gets the mean feature of its
 /// pixels, each absent class keeps its (detached) row of `classifier_weight`.
 ///
-/// Returns `[n, d]` for `OracleScope::Batch`, `[B, n, d]` for `OracleScope::Image`.
+/// Returns `[n, d]` for `OracleScope::Batch`, `[B, n, d]` for `OracleScope::Image`, in the features'
+/// compute dtype (float32 for float16/bfloat16, with or without autocast).
 /// ```
 /// auto oracle = cac::functional::ground_truth_prototypes(f, conv->weight, labels);
 /// ```
@@ -384,6 +409,7 @@ inline at::Tensor ground_truth_prototypes(const at::Tensor& features, const at::
   const at::Tensor weight = detail::check_classifier_weight(who, classifier_weight, features, -1);
   detail::check_labels(who, labels, features.size(0), features.dim() - 2, weight.size(0), options.ignore_index(),
                        features.device());
+  const detail::AutocastOff no_autocast(features.device());
   const at::Tensor f = detail::flatten_spatial(detail::to_compute(features));
   const at::Tensor grid_labels =
       detail::resize_labels_nearest(labels, features.sizes().slice(2)).reshape({f.size(0), f.size(2)});
@@ -394,7 +420,8 @@ inline at::Tensor ground_truth_prototypes(const at::Tensor& features, const at::
 /// Cosine classifier (paper Eqs. 3 and 6): `τ · ⟨f/(‖f‖+1e-12), w/(‖w‖+1e-12)⟩` per pixel and class.
 ///
 /// `features` `[B, d, *spatial]`, `weight` `[n, d]` (shared) or `[B, n, d]` (per image)
-/// → `[B, n, *spatial]`. No normalised copy of the features is made.
+/// → `[B, n, *spatial]`, computed in float32 for float16/bfloat16 and returned in the features'
+/// dtype, or in float32 when the caller has autocast on. No normalised copy of the features is made.
 /// ```
 /// auto logits = cac::functional::cosine_logits(features, prototypes, 15.0);
 /// ```
@@ -407,14 +434,20 @@ inline at::Tensor cosine_logits(const at::Tensor& features, const at::Tensor& we
               who, ": expected weight of shape [n, ", features.size(1), "] or [", features.size(0), ", n, ",
               features.size(1), "] but got ", weight.defined() ? weight.sizes() : at::IntArrayRef{});
   detail::check_same_device_dtype(who, "weight", weight, features);
+  const detail::AutocastOff autocast(features.device());
   const at::Tensor f = detail::flatten_spatial(detail::to_compute(features));
   std::vector<int64_t> shape = features.sizes().vec();
   shape[1] = weight.size(-2);
-  return detail::cosine_logits(f, weight.to(f.scalar_type()), tau).view(shape).to(features.scalar_type());
+  return detail::cosine_logits(f, weight.to(f.scalar_type()), tau)
+      .view(shape)
+      .to(detail::logits_dtype(features, autocast));
 }
 
 /// Estimated context-aware logits pp (paper Eqs. 4-6): soft prototypes from softmax(`logits`),
 /// `A = θp(prototypes ⊕ C)` per image, `pp = τ·cos(f, A)`.
+///
+/// Computed in float32 for float16/bfloat16 inputs; returned in the features' dtype, or in their
+/// compute dtype (float32) when the caller has autocast on for the features' device.
 ///
 /// See `cac::ContextAwareHead::forward`, which calls this with its `context_projector`.
 inline at::Tensor context_logits(const at::Tensor& features, const at::Tensor& classifier_weight,
@@ -432,6 +465,8 @@ inline at::Tensor context_logits(const at::Tensor& features, const at::Tensor& c
 /// Oracle context-aware logits py (paper Eqs. 1-3): ground-truth prototypes,
 /// `A_y = θy(prototypes ⊕ C)`, `py = τ·cos(f, A_y)`. Training only.
 ///
+/// Returned in the features' dtype, or float32 under autocast, as `context_logits`.
+///
 /// See `cac::ContextAwareHead::forward_train`, which calls this with its `oracle_projector`.
 inline at::Tensor oracle_logits(const at::Tensor& features, const at::Tensor& classifier_weight,
                                 const at::Tensor& labels, const ProjectorWeights& projector,
@@ -448,7 +483,8 @@ inline at::Tensor oracle_logits(const at::Tensor& features, const at::Tensor& cl
 
 /// Entropy-aware, class-wise distillation from `teacher` (py) to `student` (pp)
 /// (paper Eqs. 7, 10, 11; released label mixing by default). `labels` are resized to the
-/// logits' grid with nearest; `teacher` is detached. Returns a 0-dim tensor.
+/// logits' grid with nearest; `teacher` is detached. Returns a 0-dim tensor in the student's
+/// compute dtype (float32 for float16/bfloat16 inputs, float64 for float64), autocast or not.
 /// ```
 /// auto kl = cac::functional::entropy_aware_kl(out.context_logits, out.oracle_logits, labels);
 /// ```
@@ -465,7 +501,8 @@ inline at::Tensor entropy_aware_kl(const at::Tensor& student, const at::Tensor& 
 ///
 /// Each cross-entropy upsamples its logits to the label size ((bi/tri)linear, `align_corners`)
 /// and averages over non-ignored pixels (0 when all are ignored); the distillation runs at the
-/// logits' resolution. See `cac::ContextAwareLoss`.
+/// logits' resolution. Every term is 0-dim in pp's compute dtype (float32 for float16/bfloat16,
+/// float64 for float64), autocast or not. See `cac::ContextAwareLoss`.
 inline ContextAwareLosses context_aware_loss(const ContextAwareOutput& output, const at::Tensor& labels,
                                              const ContextAwareLossFuncOptions& options = {}) {
   detail::check_loss_inputs("cac::functional::context_aware_loss", output, labels, options);

@@ -8,7 +8,9 @@ namespace cac {
 
 /// The three predictions of a context-aware head (paper Fig. 5).
 ///
-/// All are class scores `[B, n, *spatial]` at the features' resolution.
+/// All are class scores `[B, n, *spatial]` at the features' resolution. Dtypes: p is the
+/// classifier's own output (e.g. bfloat16 under autocast); pp and py have the features' dtype, or
+/// float32 when the head ran under autocast (docs/api.md, "Mixed precision").
 struct ContextAwareOutput {
   /// p: the original classifier's logits, passed through unchanged (with its bias).
   at::Tensor logits;
@@ -19,7 +21,8 @@ struct ContextAwareOutput {
 };
 
 /// Every term of the context-aware training objective (paper Eq. 8), unweighted, and their
-/// weighted sum. Each is a 0-dim float tensor (float32 for half/bfloat16 inputs).
+/// weighted sum. Each is a 0-dim float tensor: float32 for float32, float16 and bfloat16 logits
+/// (computed in float32, with or without autocast), float64 for float64.
 struct ContextAwareLosses {
   /// Σ weight·term: what to call `backward()` on.
   at::Tensor total;

@@ -45,13 +45,22 @@ inline void check_features(const char* who, const at::Tensor& tensor, int64_t ch
               ", *spatial] (d = ", channels, ") but got ", tensor.sizes());
 }
 
-/// Checks `other` against `features`: same device and same dtype.
+/// Whether tensors of dtypes `a` and `b` may meet in one cac call: equal dtypes, or any mix of
+/// float32, float16 and bfloat16 (what autocast produces: reduced-precision activations beside
+/// float32 weights), all computed in float32.
+inline bool compatible_dtypes(c10::ScalarType a, c10::ScalarType b) {
+  return a == b || (compute_dtype(a) == at::kFloat && compute_dtype(b) == at::kFloat);
+}
+
+/// Checks `other` against `features`: same device and the same dtype (float32, float16 and
+/// bfloat16 may be mixed, see `compatible_dtypes`).
 inline void check_same_device_dtype(const char* who, const char* name, const at::Tensor& other,
                                     const at::Tensor& features) {
   TORCH_CHECK(other.device() == features.device(), who, ": expected ", name, " on the features' device ",
               features.device(), " but got ", other.device());
-  TORCH_CHECK(other.scalar_type() == features.scalar_type(), who, ": expected ", name, " of the features' dtype ",
-              features.scalar_type(), " but got ", other.scalar_type());
+  TORCH_CHECK(compatible_dtypes(other.scalar_type(), features.scalar_type()), who, ": expected ", name,
+              " of the features' dtype ", features.scalar_type(), " but got ", other.scalar_type(),
+              " (only float32, float16 and bfloat16 may be mixed)");
 }
 
 /// Checks a classifier weight `[n, d]` or `[n, d, 1, ...]` and returns it as `[n, d]`.
