@@ -1,6 +1,5 @@
 #include "decode_head.hpp"
 
-#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/init.h>
 
@@ -81,10 +80,7 @@ torch::Tensor DecodeHeadImpl::logits(const torch::Tensor& features) {
 torch::Tensor DecodeHeadImpl::predict(const torch::Tensor& features) {
   torch::Tensor p = logits(features);
   if (!cac) return p;
-  // The CAC maths computes reduced-precision inputs in float32 itself; autocast must not re-cast
-  // its internal products (its custom backward expects the dtypes it saved). Under autocast the
-  // classifier ran in reduced precision with float32 weights, hence the casts to f's dtype.
-  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+  // cac is autocast-safe by itself (its maths runs in float32 whatever the caller's autocast).
   return cac->forward(features, conv_seg->weight.to(features.scalar_type()), p.to(features.scalar_type()));
 }
 
@@ -92,7 +88,6 @@ std::map<std::string, torch::Tensor> DecodeHeadImpl::branches(const torch::Tenso
                                                               const torch::Tensor& labels) {
   TORCH_CHECK(cac, who_, ": expected a head with the context-aware classifier (options.cac) for branches()");
   torch::Tensor p = logits(features);
-  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const auto type = features.scalar_type();
   const cac::ContextAwareOutput out =
       cac->forward_train(features, conv_seg->weight.to(type), p.to(type), labels.to(torch::kLong));
@@ -119,7 +114,6 @@ std::map<std::string, torch::Tensor> DecodeHeadImpl::losses(const torch::Tensor&
     return out;
   }
   const auto type = features.scalar_type();
-  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);  // see predict()
   const cac::ContextAwareOutput prediction =
       cac->forward_train(features, conv_seg->weight.to(type), p.to(type), labels);
   const cac::ContextAwareLosses terms = criterion_->forward(prediction, labels);
