@@ -22,6 +22,7 @@
 
 #include <benchmark/benchmark.h>
 #include <c10/core/CPUAllocator.h>
+#include <torch/version.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -39,7 +40,17 @@ namespace {
 /// Pointers keep data == context, as some operators' `raw_allocate` requires.
 class PeakAllocator final : public c10::Allocator {
  public:
-  c10::DataPtr allocate(size_t n) const override {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+  // LibTorch 2.3 made `allocate` non-const and added the pure `copy_data`.
+  c10::DataPtr allocate(size_t n) override { return track(n); }
+  void copy_data(void* dest, const void* src, std::size_t count) const override { default_copy_data(dest, src, count); }
+#else
+  c10::DataPtr allocate(size_t n) const override { return track(n); }
+#endif
+  c10::DeleterFnPtr raw_deleter() const override { return &release; }
+
+ private:
+  c10::DataPtr track(size_t n) const {
     c10::DataPtr inner = base_->allocate(n);
     TORCH_CHECK(inner.get() == inner.get_context() && inner.get_deleter() == base_deleter_,
                 "cac-bench: expected the default CPU allocator underneath");
@@ -52,7 +63,8 @@ class PeakAllocator final : public c10::Allocator {
     }
     return {data, data, &release, c10::Device(c10::kCPU)};
   }
-  c10::DeleterFnPtr raw_deleter() const override { return &release; }
+
+ public:
 
   /// Installs the tracker as the CPU allocator for its lifetime, starting from zero.
   class Scope {

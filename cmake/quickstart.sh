@@ -2,14 +2,15 @@
 # The README's Quick start. On a fresh Debian 12 machine (as root):
 #   cmake/quickstart.sh demo   installs what is missing, builds, runs the main job
 #   cmake/quickstart.sh test   installs what is missing, builds, runs the whole test suite
+#   cmake/quickstart.sh deps   only installs what is missing (Debian's packages)
 # CAC_BUILD_DIR overrides the build directory (default: build).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 mode=${1:-}
 case "$mode" in
-  demo | test) ;;
-  *) echo "usage: cmake/quickstart.sh demo|test" >&2; exit 2 ;;
+  demo | test | deps) ;;
+  *) echo "usage: cmake/quickstart.sh demo|test|deps" >&2; exit 2 ;;
 esac
 build=${CAC_BUILD_DIR:-build}
 packages=(libtorch-dev catch2 libfmt-dev libopenblas0-openmp libbenchmark-dev cmake g++ ninja-build ccache libcli11-dev
@@ -26,6 +27,8 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+[[ $mode == deps ]] && exit 0
 
 start=$(date +%s)
 echo "== configuring and building in $build"

@@ -1,42 +1,9 @@
 #include "amp.hpp"
 
-#include <ATen/autocast_mode.h>
+#include <cac/autocast.hpp>
 #include <torch/torch.h>
 
 namespace cac_engine {
-
-namespace {
-
-/// Enables autocast for `device` with `dtype` for its lifetime.
-class AutocastScope {
- public:
-  AutocastScope(const torch::Device& device, c10::ScalarType dtype) : cuda_(device.is_cuda()) {
-    if (cuda_) {
-      previous_ = at::autocast::is_enabled();
-      at::autocast::set_autocast_gpu_dtype(dtype);
-      at::autocast::set_enabled(true);
-    } else {
-      previous_ = at::autocast::is_cpu_enabled();
-      at::autocast::set_autocast_cpu_dtype(dtype);
-      at::autocast::set_cpu_enabled(true);
-    }
-  }
-  ~AutocastScope() {
-    if (cuda_) {
-      at::autocast::set_enabled(previous_);
-    } else {
-      at::autocast::set_cpu_enabled(previous_);
-    }
-    at::autocast::clear_cache();
-  }
-  AutocastScope(const AutocastScope&) = delete;
-  AutocastScope& operator=(const AutocastScope&) = delete;
-
- private:
-  bool cuda_, previous_ = false;
-};
-
-}  // namespace
 
 MixedPrecision::MixedPrecision(bool enabled, const torch::Device& device, c10::optional<c10::ScalarType> dtype,
                                double init_scale, int64_t growth_interval)
@@ -58,7 +25,7 @@ MixedPrecision::MixedPrecision(bool enabled, const torch::Device& device, c10::o
 std::map<std::string, torch::Tensor> MixedPrecision::forward(
     const std::function<std::map<std::string, torch::Tensor>()>& body) const {
   if (!enabled_) return body();
-  AutocastScope scope(device_, dtype_);
+  cac::AutocastGuard autocast(device_.type(), dtype_);
   return body();
 }
 

@@ -7,11 +7,14 @@
 #endif
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
-#ifdef USE_C10D_NCCL
+// A CUDA LibTorch defines USE_C10D_NCCL for its consumers; cac compiles the NCCL backend only when
+// CMake also found nccl.h (CAC_WITH_NCCL), which pip wheels ship in the nvidia-nccl package.
+#if defined(USE_C10D_NCCL) && defined(CAC_WITH_NCCL)
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
 #include <torch/autograd.h>
+#include <torch/version.h>
 #include <torch/torch.h>
 
 #include <arpa/inet.h>
@@ -106,7 +109,12 @@ DistributedEnv DistributedEnv::from_env() {
 
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::Store> store;
+#if TORCH_VERSION_MAJOR >= 2
+  // From LibTorch 2.0 on, Gloo and NCCL are c10d::Backend implementations, not ProcessGroups.
+  c10::intrusive_ptr<c10d::Backend> group;
+#else
   c10::intrusive_ptr<c10d::ProcessGroup> group;
+#endif
 };
 
 ProcessGroup::ProcessGroup() = default;
@@ -151,16 +159,17 @@ void ProcessGroup::init(const DistributedEnv& env, torch::Device device, std::ch
     store_options.timeout = timeout;
     impl->store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, store_options);
     if (device.is_cuda()) {
-#ifdef USE_C10D_NCCL
+#if defined(USE_C10D_NCCL) && defined(CAC_WITH_NCCL)
       auto options = c10d::ProcessGroupNCCL::Options::create();
       options->timeout = timeout;
       impl->group = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl->store, static_cast<int>(rank_),
                                                                  static_cast<int>(size_), options);
       backend_ = "nccl";
 #else
-      TORCH_CHECK(false, "cac_engine::ProcessGroup::init: expected a LibTorch built with NCCL (USE_C10D_NCCL) for "
-                         "device ", device, " but got one without it; train on the CPU (Gloo) or build against a "
-                         "CUDA LibTorch with -DUSE_C10D_NCCL");
+      TORCH_CHECK(false, "cac_engine::ProcessGroup::init: expected cac built with NCCL for device ", device,
+                         " but got a build without it (a CPU LibTorch, or nccl.h not found at configure time); "
+                         "train on the CPU (Gloo) or rebuild against a CUDA LibTorch with nccl.h on the include "
+                         "path (CMake prints 'cac: NCCL ...')");
 #endif
     } else {
       auto options = c10d::ProcessGroupGloo::Options::create(timeout);

@@ -4,6 +4,7 @@
 // inputs and output statistics of the PyTorch reference ports (tests/models/reference_common.py,
 // hrnet_reference.py, backbone_reference.py), which compute the same things in Python.
 
+#include <cac/autocast.hpp>
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
@@ -143,14 +144,7 @@ inline double golden_deviation(const std::vector<torch::Tensor>& outputs, const 
 // even when `fn` throws.
 template <typename Fn>
 auto with_cpu_autocast(Fn&& fn) -> decltype(fn()) {
-  at::autocast::set_cpu_enabled(true);
-  at::autocast::set_autocast_cpu_dtype(torch::kBFloat16);
-  struct Reset {
-    ~Reset() {
-      at::autocast::set_cpu_enabled(false);
-      at::autocast::clear_cache();
-    }
-  } reset;
+  cac::AutocastGuard autocast(torch::kCPU, torch::kBFloat16);
   return fn();
 }
 

@@ -13,6 +13,7 @@
 
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include <cstdint>
 #include <sstream>
@@ -37,7 +38,11 @@ std::shared_ptr<torch::nn::Conv2dImpl> conv(torch::nn::Module& model, const std:
 int64_t dilation(const std::shared_ptr<torch::nn::Conv2dImpl>& c) { return c->options.dilation()->at(0); }
 int64_t stride(const std::shared_ptr<torch::nn::Conv2dImpl>& c) { return c->options.stride()->at(0); }
 int64_t padding(const std::shared_ptr<torch::nn::Conv2dImpl>& c) {
+#if TORCH_VERSION_MAJOR >= 2  // LibTorch 2.x options hold std::variant, 1.x c10::variant
+  return std::get<torch::ExpandingArray<2>>(c->options.padding())->at(0);
+#else
   return c10::get<torch::ExpandingArray<2>>(c->options.padding())->at(0);
+#endif
 }
 
 int64_t ceil_half(int64_t n) { return (n + 1) / 2; }

@@ -7,6 +7,7 @@
 #include "models/heads/uper_head.hpp"
 #include "models/segmentor.hpp"
 
+#include <cac/autocast.hpp>
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
@@ -424,22 +425,15 @@ TEST_CASE("heads: float64 and CPU autocast (bfloat16) run without dtype errors",
       losses.at("total").backward();
       model->to(torch::kFloat);
       // Forward under autocast, backward outside it (as PyTorch recommends).
-      at::autocast::set_cpu_enabled(true);
-      at::autocast::set_autocast_cpu_dtype(torch::kBFloat16);
       std::map<std::string, torch::Tensor> mixed;
       torch::Tensor prediction;
-      try {
+      {
+        cac::AutocastGuard autocast(torch::kCPU, torch::kBFloat16);
         mixed = model->forward_train(torch::randn({2, 3, 32, 32}), random_labels(2, 32, 32));
         model->eval();
         torch::NoGradGuard no_grad;
         prediction = model->forward(torch::randn({2, 3, 32, 32}));
-      } catch (...) {
-        at::autocast::set_cpu_enabled(false);
-        at::autocast::clear_cache();
-        throw;
       }
-      at::autocast::set_cpu_enabled(false);
-      at::autocast::clear_cache();
       CHECK(std::isfinite(mixed.at("total").item<double>()));
       mixed.at("total").backward();
       CHECK(prediction.sizes() == torch::IntArrayRef({2, kClasses, 32, 32}));
