@@ -3,8 +3,9 @@
 // with the same computation in float32 without autocast:
 // - float32 inputs under autocast: cac switches autocast off for its maths, so outputs, and
 //   gradients when backward() runs after the scope, are bit-identical to float32;
-// - bfloat16 activations (what autocast's convolutions give) beside float32 parameters, and a
-//   backward() inside the scope: equal to float32 within kTolerance, relative to the magnitude.
+// - bfloat16 activations (what autocast's convolutions give) beside float32 parameters, or a
+//   backward() inside the scope: equal to float32 within kTolerance, relative to the magnitude;
+// and the dtypes docs/api.md documents.
 
 #include <torch/torch.h>
 
@@ -137,7 +138,8 @@ std::vector<Runner> functional_runners() {
        [image](const Inputs& in) {
          return std::vector<torch::Tensor>{F::ground_truth_prototypes(in.f, in.C, in.y, image)};
        }},
-      {"cosine_logits", [](const Inputs& in) { return std::vector<torch::Tensor>{F::cosine_logits(in.f, in.C, 15.0)}; }},
+      {"cosine_logits",
+       [](const Inputs& in) { return std::vector<torch::Tensor>{F::cosine_logits(in.f, in.C, 15.0)}; }},
       {"context_logits",
        [=](const Inputs& in) {
          return std::vector<torch::Tensor>{F::context_logits(in.f, in.C, in.p, theta(in), options)};
@@ -513,7 +515,9 @@ TEST_CASE("The README example runs under bfloat16 autocast, backward() inside th
     }
     // As written (float32 weights): the same losses; gradients finite (see round_to_bfloat16).
     const auto raw = example(true, seed, false), raw_want = example(false, seed, false);
-    for (size_t k = 0; k < 5; ++k) check_close("README example as written, loss " + std::to_string(k), raw[k], raw_want[k]);
+    for (size_t k = 0; k < 5; ++k) {
+      check_close("README example as written, loss " + std::to_string(k), raw[k], raw_want[k]);
+    }
     for (size_t k = 5; k < raw.size(); ++k) CHECK(torch::isfinite(raw[k]).all().item<bool>());
   }
 }
