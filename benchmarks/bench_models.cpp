@@ -22,8 +22,9 @@
 
 #include <benchmark/benchmark.h>
 #include <c10/core/CPUAllocator.h>
-#include <torch/version.h>
 #include <torch/torch.h>
+
+#include "support/allocator_base.hpp"  // tests/support
 
 #include <algorithm>
 #include <mutex>
@@ -38,18 +39,12 @@ namespace {
 /// A CPU allocator that forwards to the default one and tracks the bytes it has handed out and
 /// not yet had back, and their peak, while installed (`PeakAllocator::Scope`; one at a time).
 /// Pointers keep data == context, as some operators' `raw_allocate` requires.
-class PeakAllocator final : public c10::Allocator {
+class PeakAllocator final : public cac_test::AllocatorBase<PeakAllocator> {
  public:
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
-  // LibTorch 2.3 made `allocate` non-const and added the pure `copy_data`.
-  c10::DataPtr allocate(size_t n) override { return track(n); }
-  void copy_data(void* dest, const void* src, std::size_t count) const override { default_copy_data(dest, src, count); }
-#else
-  c10::DataPtr allocate(size_t n) const override { return track(n); }
-#endif
   c10::DeleterFnPtr raw_deleter() const override { return &release; }
 
  private:
+  friend class cac_test::AllocatorBase<PeakAllocator>;
   c10::DataPtr track(size_t n) const {
     c10::DataPtr inner = base_->allocate(n);
     TORCH_CHECK(inner.get() == inner.get_context() && inner.get_deleter() == base_deleter_,
@@ -65,7 +60,6 @@ class PeakAllocator final : public c10::Allocator {
   }
 
  public:
-
   /// Installs the tracker as the CPU allocator for its lifetime, starting from zero.
   class Scope {
    public:

@@ -5,7 +5,8 @@
 #include <torch/torch.h>
 
 #include <c10/core/CPUAllocator.h>
-#include <torch/version.h>
+
+#include "allocator_base.hpp"
 
 #include <atomic>
 #include <fstream>
@@ -83,15 +84,8 @@ inline GradCheckResult gradcheck(const std::function<torch::Tensor(const std::ve
 
 /// A CPU allocator that forwards to the default one and records the largest single allocation
 /// and the total bytes allocated while installed. Install with `AllocationTracker::Scope`.
-class AllocationTracker final : public c10::Allocator {
+class AllocationTracker final : public cac_test::AllocatorBase<AllocationTracker> {
  public:
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
-  // LibTorch 2.3 made `allocate` non-const and added the pure `copy_data`.
-  c10::DataPtr allocate(size_t n) override { return track(n); }
-  void copy_data(void* dest, const void* src, std::size_t count) const override { default_copy_data(dest, src, count); }
-#else
-  c10::DataPtr allocate(size_t n) const override { return track(n); }
-#endif
   c10::DeleterFnPtr raw_deleter() const override { return base->raw_deleter(); }
 
   /// Installs the tracker as the CPU allocator for its lifetime.
@@ -107,6 +101,7 @@ class AllocationTracker final : public c10::Allocator {
   };
 
  private:
+  friend class cac_test::AllocatorBase<AllocationTracker>;
   c10::DataPtr track(size_t n) const {
     size_t seen = largest.load();
     while (n > seen && !largest.compare_exchange_weak(seen, n)) {
@@ -116,7 +111,6 @@ class AllocationTracker final : public c10::Allocator {
   }
 
  public:
-
   c10::Allocator* base = nullptr;
   mutable std::atomic<size_t> largest{0};
   mutable std::atomic<size_t> total{0};
