@@ -60,11 +60,13 @@ if [[ $row == cpu ]]; then
   echo "== tests took $(($(date +%s) - built)) s (ATEN_CPU_CAPABILITY=avx2, OMP_NUM_THREADS=1)"
   exit "$status"
 else
-  nvcc=${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
-  cuda_root=$(dirname "$(dirname "$(readlink -f "$nvcc")")")
+  mkdir -p "$build"
+  cuda_root=${CUDA_HOME:-/usr/local/cuda}  # the toolkit of the machine's nvcc
+  [[ -x $cuda_root/bin/nvcc ]] || { echo "== no nvcc in $cuda_root/bin (set CUDA_HOME)" >&2; exit 1; }
   cmake -S . -B "$build" "${options[@]}" -DCAC_BUILD_BENCHMARKS=OFF -DCUDA_TOOLKIT_ROOT_DIR="$cuda_root" \
-        -DCMAKE_CUDA_COMPILER="$cuda_root/bin/nvcc" -DTORCH_CUDA_ARCH_LIST=8.0
-  grep -q "CAC_NCCL_INCLUDE_DIR:PATH=/" "$build/CMakeCache.txt" || { echo "== nccl.h not found" >&2; exit 1; }
+        -DCMAKE_CUDA_COMPILER="$cuda_root/bin/nvcc" -DTORCH_CUDA_ARCH_LIST=8.0 | tee "$build/cac-configure.log"
+  # The row is about the CUDA paths: the engine must compile its NCCL backend.
+  grep -q "cac: NCCL found" "$build/cac-configure.log" || { echo "== the engine's NCCL backend is not built" >&2; exit 1; }
   cmake --build "$build" -j "$(nproc)"
   echo "== build took $(($(date +%s) - configured)) s (compile and link only; no GPU here)"
 fi
