@@ -7,15 +7,16 @@ for the golden values of tests/models/test_backbone_hrnet.cpp. Needs only PyTorc
 
 Prints the parameter counts of HRNetV2-W18/W48 (multiscale_output true and false), the number of
 W18 state-dict entries with an FNV-1a hash of the ordered key list, and the golden outputs of W18
-(shape, sum, cos-weighted sum of every branch) for 1x3x64x64 and 2x3x66x50 inputs (`input_image`)
-with deterministic weights (every state-dict entry filled by `fill` of reference_common.py, in
-state-dict order) in train and eval mode, each case from freshly filled weights.
+(shape, sum, cos-weighted sum of every branch) for deterministic inputs (`input_image`) and weights
+(every state-dict entry filled by `fill` of reference_common.py, in state-dict order; in train mode
+`fill_hashed`), in train mode (1x3x128x128, 2x3x66x50) and eval mode (1x3x64x64, 2x3x66x50), each
+case from freshly filled weights.
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from reference_common import fill, fnv1a64, input_image, stats
+from reference_common import fill, fill_hashed, fnv1a64, input_image, stats
 
 
 def bn(c):
@@ -261,17 +262,20 @@ def main():
     keys = list(m.state_dict().keys())
     print('W18 state-dict entries', len(keys), 'parameter tensors', len(list(m.parameters())),
           'key-list FNV-1a 64 (keys joined by newlines)', hex(fnv1a64('\n'.join(keys))))
-    for shape in ((1, 3, 64, 64), (2, 3, 66, 50)):
-        x = input_image(shape)
-        for mode in ('train', 'eval'):
-            fill(m)  # every case starts from the filled weights and running statistics
-            m.train(mode == 'train')
-            with torch.no_grad():
-                outs = m(x)
-            print(f'// {shape} {mode}')
-            for o in outs:
-                s_, w_, _ = stats(o)
-                print(f'    {{{{{", ".join(str(d) for d in o.shape)}}}, {s_:.10g}, {w_:.10g}}},')
+    # Train mode: fill_hashed weights (full rank, so that batch norm over the batch statistics is
+    # well-conditioned) and at least 12 values per channel in the deepest branch (1x3x128x128: 4x4;
+    # 2x3x66x50: two 3x2 maps).
+    for shape, mode in (((1, 3, 128, 128), 'train'), ((1, 3, 64, 64), 'eval'),
+                        ((2, 3, 66, 50), 'train'), ((2, 3, 66, 50), 'eval')):
+        # every case starts from the filled weights and running statistics
+        (fill_hashed if mode == 'train' else fill)(m)
+        m.train(mode == 'train')
+        with torch.no_grad():
+            outs = m(input_image(shape))
+        print(f'// {shape} {mode}' + (' (fill_hashed)' if mode == 'train' else ''))
+        for o in outs:
+            s_, w_, _ = stats(o)
+            print(f'    {{{{{", ".join(str(d) for d in o.shape)}}}, {s_:.10g}, {w_:.10g}}},')
 
 
 if __name__ == '__main__':

@@ -29,6 +29,37 @@ def fill(model):
             t.copy_(v.to(t.dtype))
 
 
+P = 2147483647  # 2**31 - 1, a prime
+
+
+def hashed_values(numel, k):
+    """numel pseudo-random values in [-1, 1) for state-dict entry k, in exact integer arithmetic
+    (every product stays below 2**62, so int64 holds it): h = ((48271 n + 69621 k + 12345) mod P)**2
+    mod P, then h = 48271 h mod P, and v = h / P * 2 - 1 (in float64, in that order)."""
+    n = torch.arange(numel, dtype=torch.int64)
+    h = (n * 48271 + k * 69621 + 12345) % P
+    h = (h * h) % P
+    h = (h * 48271) % P
+    return h.double() / P * 2 - 1
+
+
+def fill_hashed(model):
+    """`fill`, then every weight of two or more dimensions (convolutions, linear layers) replaced by
+    hashed_values(numel, k) / sqrt(fan_in), k its state-dict index as in `fill`. For the train-mode
+    batch-norm cases: the rows of a `fill` weight are all sin(0.37 i + phase) = a cos(0.37 i) +
+    b sin(0.37 i), so each convolution has rank 2 and its output channels are combinations of two
+    maps; train-mode batch norm standardizes each channel by its batch standard deviation, and the
+    channels where the two maps nearly cancel blow up float rounding (a 2**-24 relative change of the
+    input moves the outputs by up to 14% of their L1 norm). These weights have full rank, and the
+    same change moves them by about 1e-6 (docs/testing.md)."""
+    fill(model)
+    with torch.no_grad():
+        for k, (name, t) in enumerate(model.state_dict().items()):
+            if name.endswith('weight') and t.dim() >= 2:
+                v = hashed_values(t.numel(), k).reshape(t.shape) / math.sqrt(t[0].numel())
+                t.copy_(v.to(t.dtype))
+
+
 def input_image(shape):
     """The deterministic input: cos(0.11 n) over the flattened tensor of `shape`."""
     n = 1

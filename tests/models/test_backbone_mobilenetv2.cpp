@@ -5,8 +5,9 @@
 //
 // Golden values come from tests/models/backbone_reference.py (a PyTorch port of mmseg 0.x's
 // mobilenet_v2.py, utils/inverted_residual.py, utils/make_divisible.py and mmcv's ConvModule, run
-// with /usr/bin/python3 and PyTorch 1.13), with the deterministic weights of `fill` on the
-// deterministic image of `image` (model_test_support.hpp, same rules as reference_common.py).
+// with /usr/bin/python3 and PyTorch 1.13), with the deterministic weights of `fill` (`fill_hashed`
+// in train mode) on the deterministic image of `image` (model_test_support.hpp, same rules as
+// reference_common.py).
 #include "models/backbones/mobilenet_v2.hpp"
 
 #include "model_test_support.hpp"
@@ -196,10 +197,12 @@ TEST_CASE("mobilenetv2: output channels, strides and sizes (even and odd inputs)
 }
 
 TEST_CASE("mobilenetv2: outputs match the PyTorch port of mmseg (train and eval BN, odd size)", "[mobilenetv2]") {
-  // Each case starts from the filled weights and running statistics (as backbone_reference.py does).
-  // The outputs end with a linear (BN, no ReLU6) conv, so they are signed: tolerance 1e-6 of the L1
-  // norm; the two implementations agree to better than 5e-10 of it (measured with PyTorch 1.13 on
-  // this machine).
+  // Each case starts from freshly filled weights and running statistics (as backbone_reference.py
+  // does): `fill` in eval mode, `fill_hashed` in train mode, where batch norm over the batch statistics
+  // of `fill`'s rank-2 convolutions would be ill-conditioned (model_test_support.hpp). The outputs end
+  // with a linear (BN, no ReLU6) conv, so they are signed (in train mode their sum is the bias times
+  // the pixels): tolerance kTrainTolerance (3e-5) or kEvalTolerance (1e-6) of the L1 norm; the worst
+  // deviation over kernels and thread counts is 6.7e-7 and 1.4e-8 (docs/testing.md).
   torch::NoGradGuard no_grad;
   struct Case {
     MobileNetV2Options options;
@@ -209,20 +212,20 @@ TEST_CASE("mobilenetv2: outputs match the PyTorch port of mmseg (train and eval 
   };
   const std::vector<Case> cases{
       {MobileNetV2Options::d8(), {1, 3, 64, 64}, true,
-       {{{1, 24, 16, 16}, 233.4832717, -29.92848829, 1984.095414},
-        {{1, 32, 8, 8}, 16.87125067, -3.246676148, 856.1196303},
-        {{1, 96, 8, 8}, 16.92468541, -4.355683564, 2731.906073},
-        {{1, 320, 8, 8}, 4.340679508, -0.147189334, 4773.675133}}},
+       {{{1, 24, 16, 16}, 233.4832918, -11.79710164, 2271.608267},
+        {{1, 32, 8, 8}, 16.87125321, -37.09701109, 907.9453608},
+        {{1, 96, 8, 8}, 16.92469544, 34.07600557, 2667.955713},
+        {{1, 320, 8, 8}, 4.340565471, 18.97462916, 5061.672065}}},
       {MobileNetV2Options::d8(), {1, 3, 64, 64}, false,
        {{{1, 24, 16, 16}, 183.0375394, 1.702365334, 663.9601724},
         {{1, 32, 8, 8}, 17.16718796, -0.0073719956, 318.1978713},
         {{1, 96, 8, 8}, -0.02202213742, 0.7685603194, 1392.37628},
         {{1, 320, 8, 8}, 19.36259989, -0.04060366508, 2564.587475}}},
       {MobileNetV2Options::d8(), {2, 3, 66, 50}, true,
-       {{{2, 24, 17, 13}, 403.1234943, 38.12508992, 3165.741697},
-        {{2, 32, 9, 7}, 33.21529822, 5.035081928, 1737.977852},
-        {{2, 96, 9, 7}, 33.32038273, -0.3259165491, 5499.776354},
-        {{2, 320, 9, 7}, 8.545246336, 0.1435283738, 9077.829517}}},
+       {{{2, 24, 17, 13}, 403.1234474, -21.32036756, 3851.585148},
+        {{2, 32, 9, 7}, 33.21528058, 9.203719419, 1775.350883},
+        {{2, 96, 9, 7}, 33.32047115, 94.32947433, 5223.713362},
+        {{2, 320, 9, 7}, 8.545485897, 56.01456354, 9892.006093}}},
       {MobileNetV2Options::d8(), {2, 3, 66, 50}, false,
        {{{2, 24, 17, 13}, 315.9762223, 0.6799605415, 1146.288232},
         {{2, 32, 9, 7}, 33.89666025, -0.007232952372, 625.4389788},
@@ -236,13 +239,18 @@ TEST_CASE("mobilenetv2: outputs match the PyTorch port of mmseg (train and eval 
   };
   for (const auto& c : cases) {
     std::ostringstream name;
-    name << "strides " << torch::IntArrayRef(c.options.strides()) << " input " << torch::IntArrayRef(c.shape)
-         << (c.train ? " train" : " eval");
+    name << "MobileNetV2 strides " << torch::IntArrayRef(c.options.strides()) << " input "
+         << torch::IntArrayRef(c.shape) << (c.train ? " train" : " eval");
     INFO(name.str());
     auto model = MobileNetV2(c.options);
-    fill(*model);
+    if (c.train) {
+      fill_hashed(*model);
+    } else {
+      fill(*model);
+    }
     model->train(c.train);
-    check_golden(model->forward(image(c.shape)), c.golden);
+    check_golden(model->forward(image(c.shape)), c.golden, c.train ? kTrainTolerance : kEvalTolerance,
+                 name.str());
   }
 }
 

@@ -5,8 +5,9 @@
 //
 // Golden values come from tests/models/backbone_reference.py (a PyTorch port of mmseg 0.x's
 // resnet.py and utils/res_layer.py, run with /usr/bin/python3 and PyTorch 1.13): parameter counts,
-// the state-dict key list and the outputs with the deterministic weights of `fill` on the
-// deterministic image of `image` (model_test_support.hpp, same rules as reference_common.py).
+// the state-dict key list and the outputs with the deterministic weights of `fill` (`fill_hashed` in
+// train mode) on the deterministic image of `image` (model_test_support.hpp, same rules as
+// reference_common.py).
 #include "models/backbones/resnet.hpp"
 
 #include "model_test_support.hpp"
@@ -235,9 +236,14 @@ TEST_CASE("resnet: output channels, strides and sizes (even and odd inputs)", "[
 }
 
 TEST_CASE("resnet: outputs match the PyTorch port of mmseg (train and eval BN, D8, odd size)", "[resnet]") {
-  // Each case starts from the filled weights and running statistics (as backbone_reference.py does).
-  // Outputs are ReLU'd (sum = L1 norm). Tolerance 1e-6 of the L1 norm; the two implementations agree
-  // to better than 5e-10 of it (measured with PyTorch 1.13 on this machine).
+  // Each case starts from freshly filled weights and running statistics (as backbone_reference.py
+  // does): `fill` in eval mode, `fill_hashed` in train mode, where batch norm over the batch statistics
+  // of `fill`'s rank-2 convolutions would be ill-conditioned (model_test_support.hpp); train mode on
+  // 1x3x128x128 and 2x3x66x50 keeps at least 12 values per channel in layer4. Outputs are ReLU'd
+  // (sum = L1 norm). Tolerance kTrainTolerance (3e-5) or kEvalTolerance (1e-6) of the L1 norm; the
+  // worst deviation over kernels and thread counts is 2.5e-6 and 9e-9 (docs/testing.md). The stride
+  // on the 1x1 instead of the 3x3 convolution ('caffe' style) moves the outputs by 3e-3 (train) and
+  // 1.8e-5 (eval) of their L1 norm.
   torch::NoGradGuard no_grad;
   struct Case {
     std::string name;
@@ -247,21 +253,21 @@ TEST_CASE("resnet: outputs match the PyTorch port of mmseg (train and eval BN, D
     std::vector<Golden> golden;
   };
   const std::vector<Case> cases{
-      {"ResNetV1c-50", ResNetOptions(50), {1, 3, 64, 64}, true,
-       {{{1, 256, 16, 16}, 21699.84773, -6.091827293, 21699.84773},
-        {{1, 512, 8, 8}, 13768.72389, 9.194595906, 13768.72389},
-        {{1, 1024, 4, 4}, 8031.981606, 1.93701432, 8031.981606},
-        {{1, 2048, 2, 2}, 3170.771518, 4.632274197, 3170.771518}}},
+      {"ResNetV1c-50", ResNetOptions(50), {1, 3, 128, 128}, true,
+       {{{1, 256, 32, 32}, 83572.07165, 59.24586597, 83572.07165},
+        {{1, 512, 16, 16}, 50068.05881, 84.26005486, 50068.05881},
+        {{1, 1024, 8, 8}, 31999.32568, 101.9839148, 31999.32568},
+        {{1, 2048, 4, 4}, 10899.06591, 24.70051343, 10899.06591}}},
       {"ResNetV1c-50", ResNetOptions(50), {1, 3, 64, 64}, false,
        {{{1, 256, 16, 16}, 7006.849804, -0.9306286694, 7006.849804},
         {{1, 512, 8, 8}, 5226.300973, 0.4637937449, 5226.300973},
         {{1, 1024, 4, 4}, 4103.478648, -0.09767978631, 4103.478648},
         {{1, 2048, 2, 2}, 1337.403173, 0.5066997297, 1337.403173}}},
       {"ResNetV1c-50", ResNetOptions(50), {2, 3, 66, 50}, true,
-       {{{2, 256, 17, 13}, 37785.03528, -6.816631719, 37785.03528},
-        {{2, 512, 9, 7}, 26160.92628, 26.06719201, 26160.92628},
-        {{2, 1024, 5, 4}, 23111.17941, 21.98896745, 23111.17941},
-        {{2, 2048, 3, 2}, 7981.915, -2.098381981, 7981.915}}},
+       {{{2, 256, 17, 13}, 36934.10134, 92.29627521, 36934.10134},
+        {{2, 512, 9, 7}, 24991.99102, -90.52415991, 24991.99102},
+        {{2, 1024, 5, 4}, 20020.92442, 14.47172496, 20020.92442},
+        {{2, 2048, 3, 2}, 8233.784385, 37.9557398, 8233.784385}}},
       {"ResNetV1c-50", ResNetOptions(50), {2, 3, 66, 50}, false,
        {{{2, 256, 17, 13}, 12089.34377, 0.2811096913, 12089.34377},
         {{2, 512, 9, 7}, 10288.20455, 0.2260685465, 10288.20455},
@@ -273,22 +279,22 @@ TEST_CASE("resnet: outputs match the PyTorch port of mmseg (train and eval BN, D
         {{1, 1024, 8, 8}, 16414.16737, -2.128926214, 16414.16737},
         {{1, 2048, 8, 8}, 21399.36493, 0.2351054026, 21399.36493}}},
       {"ResNetV1c-50 D8", d8(50), {2, 3, 66, 50}, true,
-       {{{2, 256, 17, 13}, 37785.03528, -6.816631719, 37785.03528},
-        {{2, 512, 9, 7}, 26160.92628, 26.06719201, 26160.92628},
-        {{2, 1024, 9, 7}, 67936.18985, -32.13100925, 67936.18985},
-        {{2, 2048, 9, 7}, 84365.26325, -0.6595955975, 84365.26325}}},
+       {{{2, 256, 17, 13}, 36934.10134, 92.29627521, 36934.10134},
+        {{2, 512, 9, 7}, 24991.99102, -90.52415991, 24991.99102},
+        {{2, 1024, 9, 7}, 63022.4259, -54.98396094, 63022.4259},
+        {{2, 2048, 9, 7}, 85393.54969, 205.2379828, 85393.54969}}},
       {"ResNetV1c-18 D8", d8(18), {1, 3, 64, 64}, false,
        {{{1, 64, 16, 16}, 1394.808396, 0.03578848716, 1394.808396},
         {{1, 128, 8, 8}, 761.0018016, 0.2624116356, 761.0018016},
         {{1, 256, 8, 8}, 1621.265185, -0.02777302806, 1621.265185},
         {{1, 512, 8, 8}, 3805.638493, 0.05505007618, 3805.638493}}},
-      // Train-mode BN is far more sensitive to the structure: dilating conv2 of the BasicBlocks (which
-      // mmseg does not do) changes the layer3 sum by 2% here, by 2e-5 in the eval case above.
+      // Train-mode BN is more sensitive to the structure: dilating conv2 of the BasicBlocks (which mmseg
+      // does not do) moves the outputs by 2e-3 of their L1 norm here, by 1.4e-4 in the eval case above.
       {"ResNetV1c-18 D8", d8(18), {2, 3, 66, 50}, true,
-       {{{2, 64, 17, 13}, 12229.39945, 6.844084513, 12229.39945},
-        {{2, 128, 9, 7}, 4141.242491, -4.326192901, 4141.242491},
-        {{2, 256, 9, 7}, 8430.328367, -11.19111144, 8430.328367},
-        {{2, 512, 9, 7}, 16715.20327, 15.71984964, 16715.20327}}},
+       {{{2, 64, 17, 13}, 12846.98579, -10.0708808, 12846.98579},
+        {{2, 128, 9, 7}, 4308.307446, 14.20500124, 4308.307446},
+        {{2, 256, 9, 7}, 8448.994375, 5.651941917, 8448.994375},
+        {{2, 512, 9, 7}, 16962.45479, 42.61175831, 16962.45479}}},
       {"ResNet-50 7x7 stem", ResNetOptions(50).deep_stem(false), {1, 3, 64, 64}, false,
        {{{1, 256, 16, 16}, 7074.780914, -1.224901331, 7074.780914},
         {{1, 512, 8, 8}, 5238.18349, 0.519710871, 5238.18349},
@@ -296,11 +302,18 @@ TEST_CASE("resnet: outputs match the PyTorch port of mmseg (train and eval BN, D
         {{1, 2048, 2, 2}, 1323.965813, 0.7311537474, 1323.965813}}},
   };
   for (const auto& c : cases) {
-    INFO(c.name << " input " << torch::IntArrayRef(c.shape) << (c.train ? " train" : " eval"));
+    std::ostringstream name;
+    name << c.name << " input " << torch::IntArrayRef(c.shape) << (c.train ? " train" : " eval");
+    INFO(name.str());
     auto model = ResNet(c.options);
-    fill(*model);
+    if (c.train) {
+      fill_hashed(*model);
+    } else {
+      fill(*model);
+    }
     model->train(c.train);
-    check_golden(model->forward(image(c.shape)), c.golden);
+    check_golden(model->forward(image(c.shape)), c.golden, c.train ? kTrainTolerance : kEvalTolerance,
+                 name.str());
   }
 }
 
