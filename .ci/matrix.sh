@@ -3,8 +3,8 @@
 #   .ci/matrix.sh cpu    LibTorch 2.13.0 (CPU wheel): full build (library, examples, tests,
 #                        benchmarks, fuzz target), then the whole test suite
 #   .ci/matrix.sh cuda   LibTorch 2.14.1 (CUDA wheel) with the machine's nvcc: configure and build
-#                        the library, zoo, engine with NCCL, programs and tests (compile and link
-#                        only: nothing CUDA runs without a GPU)
+#                        the library, zoo, engine with NCCL, programs and tests (nothing CUDA runs
+#                        without a GPU; the library suite and the package test run on the CPU)
 # Row 1 (Debian's LibTorch 1.13.1) is the README's `cmake/quickstart.sh test`.
 # The wheels go into virtual environments under CAC_TOOLCHAINS (default /opt/cac-toolchains);
 # builds into build-<row> (CAC_BUILD_DIR overrides).
@@ -73,5 +73,11 @@ else
   # The row is about the CUDA paths: the engine must compile its NCCL backend.
   grep -q "cac: NCCL found" "$build/cac-configure.log" || { echo "== the engine's NCCL backend is not built" >&2; exit 1; }
   cmake --build "$build" -j "$(nproc)"
-  echo "== build took $(($(date +%s) - configured)) s (compile and link only; no GPU here)"
+  built=$(date +%s)
+  echo "== build took $((built - configured)) s (CUDA paths compiled and linked; no GPU here)"
+  # A CUDA LibTorch also runs on the CPU: the library's suite, the version checks and the
+  # find_package(cac) consumer run here on the CPU (the CUDA paths cannot).
+  "$build/tests/cac_tests"
+  ctest --test-dir "$build" --output-on-failure -R "^cac_package"
+  echo "== CPU tests of the CUDA build took $(($(date +%s) - built)) s"
 fi
