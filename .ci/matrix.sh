@@ -21,15 +21,12 @@ venv=$toolchains/$venv_name
 build=${CAC_BUILD_DIR:-build-$row}
 start=$(date +%s)
 
-# Debian's packages the project builds with (the README's Quick start installs the same list).
-cmake/quickstart.sh deps
+# Debian's packages the project builds with (the README's Quick start installs the same list),
+# and for row 2 the compiler of the libFuzzer target.
 if [[ $row == cpu ]]; then
-  extra=(clang-14 libclang-rt-14-dev)  # the libFuzzer target
-  missing=()
-  for p in "${extra[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-  if ((${#missing[@]})); then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-  fi
+  cmake/quickstart.sh deps clang-14 libclang-rt-14-dev
+else
+  cmake/quickstart.sh deps
 fi
 
 if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$torch')" 2>/dev/null; then

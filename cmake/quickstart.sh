@@ -2,7 +2,8 @@
 # The README's Quick start. On a fresh Debian 12 machine (as root):
 #   cmake/quickstart.sh demo   installs what is missing, builds, runs the main job
 #   cmake/quickstart.sh test   installs what is missing, builds, runs the whole test suite
-#   cmake/quickstart.sh deps   only installs what is missing (Debian's packages)
+#   cmake/quickstart.sh deps [PACKAGE...]   only installs what is missing (Debian's packages, and
+#                                           the extra packages named)
 # CAC_BUILD_DIR overrides the build directory (default: build).
 set -euo pipefail
 
@@ -10,12 +11,13 @@ cd "$(dirname "$0")/.."
 mode=${1:-}
 case "$mode" in
   demo | test | deps) ;;
-  *) echo "usage: cmake/quickstart.sh demo|test|deps" >&2; exit 2 ;;
+  *) echo "usage: cmake/quickstart.sh demo|test|deps [PACKAGE...]" >&2; exit 2 ;;
 esac
 build=${CAC_BUILD_DIR:-build}
 packages=(libtorch-dev catch2 libfmt-dev libopenblas0-openmp libbenchmark-dev cmake g++ ninja-build ccache libcli11-dev
           libyaml-cpp-dev nlohmann-json3-dev libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
           libgloo-dev)
+[[ $mode == deps ]] && packages+=("${@:2}")
 
 missing=()
 for p in "${packages[@]}"; do
