@@ -35,7 +35,11 @@ fi
 start=$(date +%s)
 echo "== configuring and building in $build"
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release
-cmake --build "$build" -j "$(nproc)"
+if [[ $mode == demo ]]; then
+  cmake --build "$build" -j "$(nproc)" --target cac-demo   # only what the demo runs
+else
+  cmake --build "$build" -j "$(nproc)"
+fi
 built=$(date +%s)
 echo "== build took $((built - start)) s"
 
