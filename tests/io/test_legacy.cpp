@@ -9,11 +9,11 @@ using namespace io_test;
 
 namespace {
 
-/// The byte offset where the storage section of the legacy stream `bytes` starts: after the five
-/// pickles (magic number, protocol version, system info, main pickle, storage key list).
-size_t storage_section_offset(const std::string& bytes) {
+/// The byte offset after the first `pickles` pickles of the legacy stream `bytes` (magic number,
+/// protocol version, system info, main pickle, storage key list; 5: the storage section).
+size_t pickles_offset(const std::string& bytes, int pickles) {
   size_t pos = 0;
-  for (int i = 0; i < 5; ++i) {
+  for (int i = 0; i < pickles; ++i) {
     cac::io::Document document;
     pos += cac::io::unpickle(bytes.data() + pos, bytes.size() - pos, "scan", document, [](const cac::io::Value& pid) {
       return at::empty({pid.items[4]->integer}, at::TensorOptions().dtype(cac::io::detail::storage_type_dtype(pid.items[1]->text)));
@@ -21,6 +21,8 @@ size_t storage_section_offset(const std::string& bytes) {
   }
   return pos;
 }
+
+size_t storage_section_offset(const std::string& bytes) { return pickles_offset(bytes, 5); }
 
 /// `bytes` with the first occurrence of `from` (which must be there) replaced by `to`.
 std::string replace_once(std::string bytes, const std::string& from, const std::string& to) {
@@ -173,6 +175,26 @@ TEST_CASE("legacy files: the same bytes load from memory", "[io][legacy]") {
   const std::string bytes = read_bytes(fixture("legacy_tensors.pth"));
   const auto checkpoint = cac::io::read_checkpoint(bytes.data(), bytes.size(), "legacy-in-memory");
   check_expected(checkpoint.state_dict(), read_json(fixture("legacy_tensors.expected.json")));
+}
+
+TEST_CASE("legacy files: a main pickle larger than the first read window (1 MiB)", "[io][legacy]") {
+  // legacy_tensors.pth with a 3 MiB string pushed and popped (BINUNICODE ... POP) at the start of
+  // its main pickle: the reader must grow its window over the pickle (4 MiB, then the file) and
+  // still find the storages after it.
+  const std::string original = read_bytes(fixture("legacy_tensors.pth"));
+  const size_t main_pickle = pickles_offset(original, 3);
+  const uint32_t n = 3u << 20;
+  std::string big = "X";
+  for (int i = 0; i < 4; ++i) big.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+  big += std::string(n, 'a') + "0";
+  const std::string bytes = original.substr(0, main_pickle) + big + original.substr(main_pickle);
+  const auto checkpoint = cac::io::read_checkpoint(bytes.data(), bytes.size(), "big.pth");
+  check_expected(checkpoint.state_dict(), read_json(fixture("legacy_tensors.expected.json")));
+  SECTION("and a truncation inside it is reported as one") {
+    CHECK_THAT(error_of([&] { cac::io::read_checkpoint(bytes.data(), main_pickle + (2u << 20), "big.pth"); }),
+               Catch::Contains("big.pth (legacy torch.save main pickle at byte " + std::to_string(main_pickle) +
+                               "): truncated pickle"));
+  }
 }
 
 TEST_CASE("legacy files: truncated or corrupted files give clear errors", "[io][legacy][errors]") {

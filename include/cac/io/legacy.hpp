@@ -97,7 +97,7 @@ class LegacyReader {
       return storages_.resolve(parse_storage_pid(pid, who_, where_),
                                [this](const StoragePid& root) { return allocate(root); });
     };
-    pos = unpickle_at(pos, document, "main pickle", load_storage);
+    pos = unpickle_at(pos, document, "main", load_storage);
 
     Document key_list;
     pos = unpickle_at(pos, key_list, "storage key list");
