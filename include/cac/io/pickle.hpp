@@ -216,7 +216,7 @@ using StorageLoader = std::function<at::Tensor(const Value& pid)>;
 /// cac::io::StoragePid pid = cac::io::detail::parse_storage_pid(value, "my_reader", "model.pth");
 /// ```
 struct StoragePid {
-  /// The storage's dtype (`torch.FloatStorage` and `torch.cuda.FloatStorage` -> `at::kFloat`,
+  /// The storage's dtype (`torch.FloatStorage` or `torch.cuda.FloatStorage` -> `at::kFloat`,
   /// `torch.storage.UntypedStorage` -> `at::kByte`).
   c10::ScalarType dtype = c10::ScalarType::Undefined;
   /// The storage class as written (`torch.cuda.HalfStorage` ...).
@@ -253,10 +253,10 @@ inline c10::ScalarType storage_dtype(const std::string& name) {
   return c10::ScalarType::Undefined;
 }
 
-/// The dtype of a storage class named by a pickle `GLOBAL` (`torch.FloatStorage`, the
-/// `torch.cuda.FloatStorage` of a checkpoint saved from a GPU by PyTorch < 1.12, or
-/// `torch.storage.UntypedStorage`, as bytes), or `Undefined`. Like `torch.load`, the module only
-/// tells where the storage lived; everything is read to the CPU.
+/// The dtype of a storage class named by a pickle `GLOBAL` (`torch.FloatStorage`,
+/// `torch.storage.UntypedStorage` as bytes, or `torch.cuda.FloatStorage`, which `torch.save`
+/// normalises away but `torch.load` accepts), or `Undefined`. Everything is read to the CPU,
+/// whatever the `location` (`cuda:0`) says.
 inline c10::ScalarType storage_type_dtype(const std::string& global) {
   for (const char* module : {"torch.", "torch.cuda.", "torch.storage."}) {
     const size_t n = std::strlen(module);
