@@ -45,6 +45,9 @@ TEST_CASE("the objects around the state dict are readable", "[io][read]") {
     CHECK(meta->find("raw")->kind == cac::io::ValueKind::Bytes);
     CHECK(meta->find("raw")->text == std::string("\x00\xff" "bytes", 7));
     CHECK(meta->find("big")->kind == cac::io::ValueKind::Object);  // 2**100 does not fit 64 bits
+    CHECK(meta->find("big")->text == "builtins.int");
+    REQUIRE(meta->find("big")->items.size() == 1);  // its bytes: 2**100 = 0x10 << (8 * 12)
+    CHECK(meta->find("big")->items[0]->text == std::string(12, '\0') + "\x10");
   }
   SECTION("unknown objects are opaque") {
     CHECK(meta->find("object")->kind == cac::io::ValueKind::Object);

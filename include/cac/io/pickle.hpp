@@ -56,7 +56,8 @@ enum class ValueKind {
   Global,
   /// Anything else: an instance of an unknown class or the result of calling an unknown function,
   /// kept opaque (`Value::text` is the callable's `module.name`, `Value::items` its arguments,
-  /// `Value::state` its `BUILD` state).
+  /// `Value::state` its `BUILD` state). A Python `int` beyond 64 bits is an `Object` named
+  /// `builtins.int` whose one item is a `Bytes` value: its two's-complement little-endian bytes.
   Object,
 };
 
@@ -86,8 +87,6 @@ struct Value {
   const Value* state = nullptr;
   /// A `Tensor`'s tensor or a `Storage`'s 1-D tensor (CPU, sharing memory with every view).
   at::Tensor tensor;
-  // A Python int beyond 64 bits is an `Object` named `builtins.int` whose one item is a `Bytes`
-  // value holding its two's-complement little-endian bytes (as `int.to_bytes(n, 'little')`).
 
   /// True for a `Dict`.
   bool is_dict() const { return kind == ValueKind::Dict; }
