@@ -1,14 +1,17 @@
 #pragma once
 /// \file
-/// Reading and writing PyTorch checkpoints (`torch.save`'s zip format) without Python:
-/// `cac::io::read_checkpoint` (every object of the file), `cac::io::read_state_dict` (its tensors
-/// by key) and `cac::io::write_state_dict` (a file `torch.load` reads as a `dict` of tensors).
+/// Reading and writing PyTorch checkpoints without Python: `cac::io::read_checkpoint` (every
+/// object of the file), `cac::io::read_state_dict` (its tensors by key), both for `torch.save`'s
+/// zip format (PyTorch >= 1.6) and its legacy format (older files, told apart by their first
+/// bytes; see `cac/io/legacy.hpp`), and `cac::io::write_state_dict` (a zip file `torch.load` reads
+/// as a `dict` of tensors).
 ///
 /// The zip layer is LibTorch's own (`caffe2::serialize::PyTorchStreamReader`/`Writer`); `data.pkl`
-/// is run by cac's pickle interpreter (`cac/io/pickle.hpp`), which, unlike `torch::pickle_load`,
+/// (or the legacy stream's main pickle) is run by cac's pickle interpreter (`cac/io/pickle.hpp`), which, unlike `torch::pickle_load`,
 /// understands `collections.OrderedDict`, parameters, nested mmcv/timm checkpoints and unknown
 /// Python objects. See docs/checkpoints.md.
 
+#include <cac/io/legacy.hpp>
 #include <cac/io/pickle.hpp>
 
 #include <ATen/ATen.h>
@@ -148,34 +151,47 @@ inline std::string message_of(const std::exception& error) {
   return error.what();
 }
 
-/// Checks the first bytes of a would-be checkpoint and explains what it is when not a zip.
-inline void check_magic(caffe2::serialize::ReadAdapterInterface& in, const std::string& where) {
+/// The two layouts `torch.save` writes.
+enum class FileFormat {
+  /// PyTorch >= 1.6: a zip archive (`data.pkl`, `data/<key>` records).
+  Zip,
+  /// PyTorch < 1.6 or `_use_new_zipfile_serialization=False`: pickles back to back, then the
+  /// storages (see `cac/io/legacy.hpp`).
+  Legacy,
+};
+
+/// The format of a would-be checkpoint from its first bytes (`PK\x03\x04`: zip; `\x80`, a
+/// pickle's `PROTO`: legacy); explains what it is when neither.
+inline FileFormat detect_format(caffe2::serialize::ReadAdapterInterface& in, const std::string& where) {
   const char* who = "cac::io::read_checkpoint";
   unsigned char head[4] = {0, 0, 0, 0};
   const size_t n = in.size() < 4 ? in.size() : 4;
   TORCH_CHECK(n == 4 && in.read(0, head, 4) == 4, who, ": ", where,
-              ": expected a torch.save zip archive but got a file of ", in.size(), " bytes");
-  if (head[0] == 'P' && head[1] == 'K' && head[2] == 3 && head[3] == 4) return;
-  if (head[0] == 0x80 && head[1] <= 5) {
-    const bool legacy = head[2] == 0x8a && head[3] == 0x0a;  // LONG1 of torch's legacy magic number
-    TORCH_CHECK(false, who, ": ", where, ": expected a torch.save zip archive but got ",
-                legacy ? "the legacy (PyTorch < 1.6) torch.save format" : "a plain pickle file",
-                ", which is not supported; re-save it in Python with "
-                "`torch.save(torch.load(f, map_location='cpu'), f2, _use_new_zipfile_serialization=True)`");
-  }
-  TORCH_CHECK(false, who, ": ", where, ": expected a torch.save zip archive (starting with 'PK\\x03\\x04') but ",
-              "got a file starting with bytes 0x", std::hex, static_cast<int>(head[0]), " 0x",
-              static_cast<int>(head[1]), " 0x", static_cast<int>(head[2]), " 0x", static_cast<int>(head[3]));
+              ": expected a torch.save file (zip archive or legacy format) but got a file of ", in.size(), " bytes");
+  if (head[0] == 'P' && head[1] == 'K' && head[2] == 3 && head[3] == 4) return FileFormat::Zip;
+  if (head[0] == 0x80 && head[1] >= 2 && head[1] <= 5) return FileFormat::Legacy;  // legacy.hpp checks the rest
+  TORCH_CHECK(!is_tar(in), who, ": ", where, ": expected a torch.save file (zip archive or legacy format) but got ",
+              "a tar archive, the oldest form of torch.save (PyTorch 0.1, 2017), which is not supported; ",
+              resave_hint());
+  TORCH_CHECK(false, who, ": ", where, ": expected a torch.save file (a zip archive starting with 'PK\\x03\\x04' or ",
+              "a legacy one starting with a pickle's 0x80) but got a file starting with bytes 0x", std::hex,
+              static_cast<int>(head[0]), " 0x", static_cast<int>(head[1]), " 0x", static_cast<int>(head[2]), " 0x",
+              static_cast<int>(head[3]));
 }
 
-/// Reads the archive behind `in` (named `where` in messages) into a `Checkpoint`.
+/// Reads the `torch.save` file behind `in` (named `where` in messages), zip or legacy, into a
+/// `Checkpoint`.
 inline Checkpoint read_archive(const std::shared_ptr<caffe2::serialize::ReadAdapterInterface>& in,
                                const std::string& where) {
   const char* who = "cac::io::read_checkpoint";
-  check_magic(*in, where);
+  const FileFormat format = detect_format(*in, where);
   Checkpoint checkpoint;
   checkpoint.source = where;
   try {
+    if (format == FileFormat::Legacy) {
+      LegacyReader(*in, where).read(checkpoint.document);
+      return checkpoint;
+    }
     caffe2::serialize::PyTorchStreamReader reader(in);
     TORCH_CHECK(!reader.hasRecord("constants.pkl") && !reader.hasRecord("code/__torch__.py"), who, ": ", where,
                 ": expected a torch.save checkpoint but got a TorchScript archive (torch.jit.save); load it with "
@@ -187,41 +203,24 @@ inline Checkpoint read_archive(const std::shared_ptr<caffe2::serialize::ReadAdap
 
     // Persistent ids ('storage', <torch.XStorage>, key, location, numel): record data/<key>,
     // read once into its own buffer, which becomes the storage (no other copy of the data).
-    std::unordered_map<std::string, at::Tensor> storages;
-    auto load_storage = [&](const Value& pid) -> at::Tensor {
-      const bool shaped = pid.kind == ValueKind::Tuple && pid.items.size() >= 5 && pid.items[0]->is_string() &&
-                          pid.items[0]->text == "storage" && pid.items[1]->kind == ValueKind::Global &&
-                          pid.items[2]->is_string() && pid.items[4]->kind == ValueKind::Int;
-      TORCH_CHECK(shaped, who, ": ", where, ": expected a persistent id ('storage', type, key, location, numel) but got ",
-                  pid.repr(1));
-      const std::string& type = pid.items[1]->text;
-      const std::string& key = pid.items[2]->text;
-      const int64_t numel = pid.items[4]->integer;
-      c10::ScalarType dtype = c10::ScalarType::Undefined;
-      if (type == "torch.storage.UntypedStorage") dtype = at::kByte;
-      if (type.rfind("torch.", 0) == 0 && dtype == c10::ScalarType::Undefined) dtype = storage_dtype(type.substr(6));
-      TORCH_CHECK(dtype != c10::ScalarType::Undefined, who, ": ", where, ": expected a storage type such as ",
-                  "torch.FloatStorage but got ", type);
-      auto found = storages.find(key);
-      if (found != storages.end()) {
-        TORCH_CHECK(found->second.scalar_type() == dtype, who, ": ", where, ": storage ", key, " is used as ",
-                    found->second.scalar_type(), " and as ", dtype);
-        return found->second;
-      }
-      const std::string record = "data/" + key;
+    StorageTable storages(who, where);
+    auto make_root = [&](const StoragePid& pid) -> at::Tensor {
+      const std::string record = "data/" + pid.key;
       TORCH_CHECK(reader.hasRecord(record), who, ": ", where, ": expected a record '", record,
                   "' for a storage but the archive has none");
       at::DataPtr data;
       size_t bytes = 0;
       std::tie(data, bytes) = reader.getRecord(record);
-      const auto element = static_cast<int64_t>(c10::elementSize(dtype));
-      TORCH_CHECK(numel >= 0 && numel <= static_cast<int64_t>(bytes) / element, who, ": ", where, ": storage ", key,
-                  " of ", numel, " ", dtype, " elements but its record has ", bytes, " bytes");
+      const auto element = static_cast<int64_t>(c10::elementSize(pid.dtype));
+      TORCH_CHECK(pid.numel <= static_cast<int64_t>(bytes) / element, who, ": ", where, ": storage ", pid.key, " of ",
+                  pid.numel, " ", pid.dtype, " elements but its record has ", bytes, " bytes");
       c10::Storage storage(c10::Storage::use_byte_size_t(), bytes, std::move(data), nullptr, false);
-      at::Tensor tensor = at::empty({0}, at::TensorOptions().dtype(dtype));
-      tensor.set_(storage, 0, {numel}, {1});
-      storages.emplace(key, tensor);
+      at::Tensor tensor = at::empty({0}, at::TensorOptions().dtype(pid.dtype));
+      tensor.set_(storage, 0, {pid.numel}, {1});
       return tensor;
+    };
+    auto load_storage = [&](const Value& pid) {
+      return storages.resolve(parse_storage_pid(pid, who, where), make_root);
     };
     unpickle(static_cast<const char*>(program.get()), program_size, where, checkpoint.document, load_storage);
   } catch (const c10::Error& error) {
@@ -237,9 +236,11 @@ inline Checkpoint read_archive(const std::shared_ptr<caffe2::serialize::ReadAdap
 
 }  // namespace detail
 
-/// Reads the `torch.save` file `path` (PyTorch ≥ 1.6 zip format) like `torch.load(path,
-/// map_location='cpu')`. Throws `c10::Error` naming the file for a missing, truncated, corrupted,
-/// legacy-format (with the command to re-save it) or TorchScript file.
+/// Reads the `torch.save` file `path` like `torch.load(path, map_location='cpu')`: the zip
+/// format of PyTorch >= 1.6 or the legacy format of older versions (and of
+/// `_use_new_zipfile_serialization=False`), detected from the first bytes. Throws `c10::Error`
+/// naming the file and what was expected for a missing, truncated, corrupted, TorchScript,
+/// big-endian legacy or tar-form (PyTorch 0.1) file.
 inline Checkpoint read_checkpoint(const std::string& path) {
   std::error_code error;
   TORCH_CHECK(std::filesystem::is_regular_file(path, error), "cac::io::read_checkpoint: expected a checkpoint file but ",
@@ -253,7 +254,7 @@ inline Checkpoint read_checkpoint(const std::string& path) {
   return detail::read_archive(in, path);
 }
 
-/// Reads a `torch.save` archive held in memory (`data[0, size)`, borrowed for the call only);
+/// Reads a `torch.save` file (zip or legacy) held in memory (`data[0, size)`, borrowed for the call only);
 /// `name` names it in error messages. See `cac::io::read_checkpoint`.
 inline Checkpoint read_checkpoint(const void* data, size_t size, const std::string& name = "<memory>") {
   return detail::read_archive(std::make_shared<detail::BoundedMemoryAdapter>(data, size), name);

@@ -3,9 +3,12 @@
 /// `cac::io::Value` and `cac::io::Document`: the Python objects of a checkpoint's `data.pkl`, and
 /// `cac::io::unpickle`, the bounded pickle interpreter (protocols 0-5 binary opcodes, what
 /// `torch.save` and `pickle` emit) that builds them. Tensors and storages are made by callbacks
-/// so this header knows nothing about zip archives; see `cac/io/checkpoint.hpp`.
+/// so this header knows nothing about file layouts: `cac::io::StoragePid` and
+/// `cac::io::detail::StorageTable` are the parts of `torch.load`'s storage handling the zip
+/// reader (`cac/io/checkpoint.hpp`) and the legacy reader (`cac/io/legacy.hpp`) share.
 
 #include <ATen/ATen.h>
+#include <c10/core/Storage.h>
 #include <c10/util/Exception.h>
 
 #include <cstdint>
@@ -53,7 +56,8 @@ enum class ValueKind {
   Global,
   /// Anything else: an instance of an unknown class or the result of calling an unknown function,
   /// kept opaque (`Value::text` is the callable's `module.name`, `Value::items` its arguments,
-  /// `Value::state` its `BUILD` state).
+  /// `Value::state` its `BUILD` state). A Python `int` beyond 64 bits is an `Object` named
+  /// `builtins.int` whose one item is a `Bytes` value: its two's-complement little-endian bytes.
   Object,
 };
 
@@ -195,10 +199,42 @@ class Document {
 
 /// What `cac::io::unpickle` calls to turn persistent ids into storages.
 ///
-/// `load_storage(pid, who)` receives the `BINPERSID` argument (for `torch.save`,
-/// `('storage', <torch.FloatStorage>, key, location, numel)`) and returns a 1-D CPU tensor over
-/// the whole storage (kept in a `Storage` value). Views of one key must get the same storage.
+/// `load_storage(pid)` receives the `BINPERSID` argument (for `torch.save`,
+/// `('storage', <torch.FloatStorage>, key, location, numel)`, and in the legacy format a sixth
+/// item, `view_metadata`) and returns a 1-D CPU tensor over the whole storage (kept in a
+/// `Storage` value). Views of one key must get the same storage. The legacy format's other
+/// persistent id, `('module', <class>, source_file, source)` (a whole `nn.Module` saved with
+/// `torch.save(model)`), never reaches the loader: it unpickles to the class, as in `torch.load`.
 using StorageLoader = std::function<at::Tensor(const Value& pid)>;
+
+/// One storage persistent id of `torch.save`, parsed: `('storage', <torch.FloatStorage>, key,
+/// location, numel)` in the zip format, plus `view_metadata` (`None` or `(view_key, offset,
+/// view_numel)`, in elements) in the legacy format.
+///
+/// ```
+/// cac::io::StoragePid pid = cac::io::detail::parse_storage_pid(value, "my_reader", "model.pth");
+/// ```
+struct StoragePid {
+  /// The storage's dtype (`torch.FloatStorage` or `torch.cuda.FloatStorage` -> `at::kFloat`,
+  /// `torch.storage.UntypedStorage` -> `at::kByte`).
+  c10::ScalarType dtype = c10::ScalarType::Undefined;
+  /// The storage class as written (`torch.cuda.HalfStorage` ...).
+  std::string type;
+  /// The root storage's key (a zip record `data/<key>`, or a legacy storage-section key).
+  std::string key;
+  /// Where it was saved from (`cpu`, `cuda:0`); ignored, everything loads to the CPU.
+  std::string location;
+  /// The root storage's element count.
+  int64_t numel = 0;
+  /// True when the tensor uses a view of the root storage (legacy `view_metadata`).
+  bool view = false;
+  /// The view's own key (tensors naming it share one view).
+  std::string view_key;
+  /// The view's first element in the root storage.
+  int64_t view_offset = 0;
+  /// The view's element count.
+  int64_t view_numel = 0;
+};
 
 namespace detail {
 
@@ -212,6 +248,21 @@ inline c10::ScalarType storage_dtype(const std::string& name) {
       {"ComplexDoubleStorage", at::kComplexDouble}};
   for (const auto& entry : table) {
     if (name == entry.first) return entry.second;
+  }
+  return c10::ScalarType::Undefined;
+}
+
+/// The dtype of a storage class named by a pickle `GLOBAL` (`torch.FloatStorage`,
+/// `torch.storage.UntypedStorage` as bytes, or `torch.cuda.FloatStorage`, which `torch.save`
+/// normalises away but `torch.load` accepts), or `Undefined`. Everything is read to the CPU,
+/// whatever the `location` (`cuda:0`) says.
+inline c10::ScalarType storage_type_dtype(const std::string& global) {
+  for (const char* module : {"torch.", "torch.cuda.", "torch.storage."}) {
+    const size_t n = std::strlen(module);
+    if (global.size() <= n || global.compare(0, n, module) != 0) continue;
+    const std::string name = global.substr(n);
+    if (name == "UntypedStorage" || name == "_UntypedStorage") return at::kByte;
+    if (name.find('.') == std::string::npos) return storage_dtype(name);
   }
   return c10::ScalarType::Undefined;
 }
@@ -230,20 +281,115 @@ inline std::string storage_class(c10::ScalarType dtype, const char* who) {
   TORCH_CHECK(false, who, ": expected a tensor of a dtype torch.save supports but got ", dtype);
 }
 
+/// Parses a storage persistent id (see `cac::io::StoragePid`); throws a `who: where: expected
+/// ... but got ...` error for anything else.
+inline StoragePid parse_storage_pid(const Value& pid, const char* who, const std::string& where) {
+  const auto& items = pid.items;
+  const bool shaped = pid.kind == ValueKind::Tuple && items.size() >= 5 && items.size() <= 6 &&
+                      items[0]->is_string() && items[0]->text == "storage" && items[1]->kind == ValueKind::Global &&
+                      items[2]->is_string() && items[4]->kind == ValueKind::Int;
+  TORCH_CHECK(shaped, who, ": ", where, ": expected a persistent id ('storage', type, key, location, numel) but got ",
+              pid.repr(1));
+  StoragePid out;
+  out.type = items[1]->text;
+  out.key = items[2]->text;
+  if (items[3]->is_string() || items[3]->kind == ValueKind::Bytes) out.location = items[3]->text;
+  out.numel = items[4]->integer;
+  out.dtype = storage_type_dtype(out.type);
+  TORCH_CHECK(out.dtype != c10::ScalarType::Undefined, who, ": ", where, ": expected a storage type such as ",
+              "torch.FloatStorage but got ", out.type);
+  TORCH_CHECK(out.numel >= 0, who, ": ", where, ": storage ", out.key, ": expected an element count >= 0 but got ",
+              out.numel);
+  if (items.size() == 6 && items[5]->kind != ValueKind::None) {
+    const Value& view = *items[5];
+    TORCH_CHECK(view.kind == ValueKind::Tuple && view.items.size() == 3 && view.items[0]->is_string() &&
+                    view.items[1]->kind == ValueKind::Int && view.items[2]->kind == ValueKind::Int,
+                who, ": ", where, ": storage ", out.key, ": expected view metadata (view_key, offset, size) or None but got ",
+                view.repr(1));
+    out.view = true;
+    out.view_key = view.items[0]->text;
+    out.view_offset = view.items[1]->integer;
+    out.view_numel = view.items[2]->integer;
+  }
+  return out;
+}
+
+/// The storages of one file by key, as `torch.load` keeps them: a root storage is made once by
+/// the reader's callback, later uses of its key must agree on the dtype, and a legacy storage
+/// view is a storage of its own over a slice of the root's memory (tensors on it have offsets
+/// relative to the view, as in Python).
+class StorageTable {
+ public:
+  /// Makes the 1-D tensor over a new root storage of `pid.numel` elements of `pid.dtype`.
+  using MakeRoot = std::function<at::Tensor(const StoragePid& pid)>;
+
+  /// `who` and `where` prefix error messages.
+  StorageTable(const char* who, std::string where) : who_(who), where_(std::move(where)) {}
+
+  /// The storage `pid` names (its root, made by `make_root` on first use, or a view of it).
+  at::Tensor resolve(const StoragePid& pid, const MakeRoot& make_root) {
+    auto found = roots_.find(pid.key);
+    if (found == roots_.end()) {
+      found = roots_.emplace(pid.key, make_root(pid)).first;
+      order_.push_back(pid.key);
+    } else {
+      TORCH_CHECK(found->second.scalar_type() == pid.dtype, who_, ": ", where_, ": storage ", pid.key, " is used as ",
+                  found->second.scalar_type(), " and as ", pid.dtype);
+    }
+    if (!pid.view) return found->second;
+    auto view = views_.find(pid.view_key);
+    if (view != views_.end()) return view->second;
+    const at::Tensor& root = found->second;
+    const int64_t capacity = root.numel();
+    TORCH_CHECK(pid.view_offset >= 0 && pid.view_numel >= 0 && pid.view_offset <= capacity &&
+                    pid.view_numel <= capacity - pid.view_offset,
+                who_, ": ", where_, ": expected storage view ", pid.view_key, " inside its storage ", pid.key, " of ",
+                capacity, " elements but got offset ", pid.view_offset, " and ", pid.view_numel, " elements");
+    // A storage over root's memory that keeps root alive (its context owns a reference).
+    const auto element = static_cast<int64_t>(root.element_size());
+    auto* keep = new c10::Storage(root.storage());
+    char* start = static_cast<char*>(root.storage().data()) + pid.view_offset * element;
+    c10::DataPtr data(start, keep, [](void* context) { delete static_cast<c10::Storage*>(context); },
+                      root.device());
+    c10::Storage storage(c10::Storage::use_byte_size_t(), static_cast<size_t>(pid.view_numel * element),
+                         std::move(data), nullptr, false);
+    at::Tensor tensor = at::empty({0}, root.options());
+    tensor.set_(storage, 0, {pid.view_numel}, {1});
+    views_.emplace(pid.view_key, tensor);
+    return tensor;
+  }
+
+  /// The root storage of `key`, or null.
+  const at::Tensor* root(const std::string& key) const {
+    auto found = roots_.find(key);
+    return found == roots_.end() ? nullptr : &found->second;
+  }
+  /// The root keys in first-use order.
+  const std::vector<std::string>& keys() const { return order_; }
+
+ private:
+  const char* who_;
+  std::string where_;
+  std::unordered_map<std::string, at::Tensor> roots_;
+  std::unordered_map<std::string, at::Tensor> views_;
+  std::vector<std::string> order_;
+};
+
 /// The bounded interpreter behind `cac::io::unpickle`.
 class Unpickler {
  public:
   Unpickler(const char* data, size_t size, std::string where, StorageLoader loader, Document& document)
       : data_(data), size_(size), where_(std::move(where)), loader_(std::move(loader)), doc_(document) {}
 
-  void run() {
+  /// Runs the program up to its `STOP`; returns the number of bytes it used.
+  size_t run() {
     for (;;) {
       const size_t op_pos = pos_;
       const uint8_t op = u8();
       switch (op) {
         case 0x80: u8(); break;                           // PROTO
         case 0x95: skip(8); break;                        // FRAME
-        case '.': finish(op_pos); return;                 // STOP
+        case '.': finish(op_pos); return pos_;            // STOP
         case 'N': push(doc_.make(ValueKind::None)); break;
         case 0x88: push(make_bool(true)); break;          // NEWTRUE
         case 0x89: push(make_bool(false)); break;         // NEWFALSE
@@ -374,6 +520,11 @@ class Unpickler {
         case 'Q': {                                                       // BINPERSID
           need_stack(1, op_pos);
           const Value* pid = pop();
+          if (pid->kind == ValueKind::Tuple && pid->items.size() >= 2 && pid->items[0]->is_string() &&
+              pid->items[0]->text == "module") {
+            push(pid->items[1]);  // legacy ('module', <class>, source_file, source): the class
+            break;
+          }
           Value* storage = doc_.make(ValueKind::Storage);
           storage->tensor = load_storage(*pid, op_pos);
           push(storage);
@@ -482,10 +633,10 @@ class Unpickler {
   }
   Value* make_long(uint64_t n, size_t at) {
     need_bytes(n);
-    if (n > 8) {  // a Python int beyond 64 bits: kept opaque
-      skip(n);
+    if (n > 8) {  // a Python int beyond 64 bits: opaque, its bytes kept (see Value)
       Value* v = doc_.make(ValueKind::Object);
       v->text = "builtins.int";
+      v->items.push_back(make_string(ValueKind::Bytes, n));
       return v;
     }
     uint64_t value = 0;
@@ -552,7 +703,7 @@ class Unpickler {
     for (const char* k : known) {
       if (name == k) return true;
     }
-    return name.rfind("torch.", 0) == 0 && storage_dtype(name.substr(6)) != c10::ScalarType::Undefined;
+    return storage_type_dtype(name) != c10::ScalarType::Undefined;
   }
   Value* make_global(const std::string& name) {
     if (!known_global(name)) doc_.note_unknown_global(name);
@@ -694,18 +845,20 @@ class Unpickler {
 
 }  // namespace detail
 
-/// Runs the pickle program `data[0, size)` into `document` (its root is the unpickled object).
-/// `where` names the source in error messages; `load_storage` resolves persistent ids (null:
-/// any `BINPERSID` is an error). Every read is bounds-checked: malformed input throws
-/// `c10::Error`, never reads past `size`.
-inline void unpickle(const char* data, size_t size, const std::string& where, Document& document,
+/// Runs the pickle program at the start of `data[0, size)` into `document` (its root is the
+/// unpickled object) and returns the number of bytes up to and including its `STOP` (a file may
+/// hold several pickles back to back, as the legacy `torch.save` format does). `where` names the
+/// source in error messages; `load_storage` resolves persistent ids (null: any `BINPERSID` is an
+/// error). Every read is bounds-checked: malformed input throws `c10::Error`, never reads past
+/// `size`; input that ends before `STOP` throws a message containing "truncated pickle".
+inline size_t unpickle(const char* data, size_t size, const std::string& where, Document& document,
                      StorageLoader load_storage = nullptr) {
   if (!load_storage) {
     load_storage = [where](const Value&) -> at::Tensor {
       TORCH_CHECK(false, "cac::io::unpickle: ", where, ": expected no persistent ids but found one");
     };
   }
-  detail::Unpickler(data, size, where, std::move(load_storage), document).run();
+  return detail::Unpickler(data, size, where, std::move(load_storage), document).run();
 }
 
 }  // namespace io
