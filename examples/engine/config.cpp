@@ -1,10 +1,18 @@
 #include "config.hpp"
 
+#include "data/context_shift.hpp"
+#include "data/dataset.hpp"
+#include "schema.hpp"
+
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <fstream>
+#include <map>
 #include <sstream>
+#include <system_error>
 
 namespace cac_engine {
 
@@ -65,13 +73,117 @@ YAML::Node convert<YAML::Node>(const YAML::Node& node) {
   return YAML::Clone(node);
 }
 
+// The C++ type that reads a key of each schema type.
+template <typename T>
+bool reads(KeyType type) {
+  if constexpr (std::is_same_v<T, YAML::Node>) return true;
+  switch (type) {
+    case KeyType::Boolean: return std::is_same_v<T, bool>;
+    case KeyType::Integer: return std::is_same_v<T, int64_t>;
+    case KeyType::Number: return std::is_same_v<T, double>;
+    case KeyType::String: return std::is_same_v<T, std::string>;
+    case KeyType::Integers: return std::is_same_v<T, std::vector<int64_t>>;
+    case KeyType::Numbers: return std::is_same_v<T, std::vector<double>>;
+    case KeyType::Strings: return std::is_same_v<T, std::vector<std::string>>;
+  }
+  return false;
+}
+
+bool is_list(KeyType type) {
+  return type == KeyType::Integers || type == KeyType::Numbers || type == KeyType::Strings;
+}
+
+// "a number", "a list of 2 integers", ...: the type part of "expected ... but got ...".
+std::string expected_type(const KeySpec& spec) {
+  const std::string count = spec.length ? std::to_string(spec.length) + " " : "";
+  switch (spec.type) {
+    case KeyType::Boolean: return "a boolean";
+    case KeyType::Integer: return "an integer";
+    case KeyType::Number: return "a number";
+    case KeyType::String: return "a string";
+    case KeyType::Integers: return "a list of " + count + "integers";
+    case KeyType::Numbers: return "a list of " + count + "numbers";
+    case KeyType::Strings: return "a list of " + count + "strings";
+  }
+  return "a value";
+}
+
+// Whether the scalar `node` has the element type of `type`; numbers must be finite.
+bool scalar_fits(const YAML::Node& node, KeyType type) {
+  if (!node.IsScalar()) return false;
+  try {
+    switch (type) {
+      case KeyType::Boolean: node.as<bool>(); return true;
+      case KeyType::Integer:
+      case KeyType::Integers: node.as<int64_t>(); return true;
+      case KeyType::Number:
+      case KeyType::Numbers: return std::isfinite(node.as<double>());
+      case KeyType::String:
+      case KeyType::Strings: return true;
+    }
+  } catch (const YAML::Exception&) {
+  }
+  return false;
+}
+
+// What is wrong with `value` for `spec` ("" if nothing): its type, list length, closed set or range.
+std::string check_value(const KeySpec& spec, const YAML::Node& value) {
+  const std::string got = " but got " + describe(value);
+  std::vector<YAML::Node> elements;
+  if (is_list(spec.type)) {
+    if (!value.IsSequence()) return "expected " + expected_type(spec) + got;
+    for (const auto& element : value) elements.push_back(element);
+  } else {
+    elements.push_back(value);
+  }
+  for (const auto& element : elements) {
+    if (!scalar_fits(element, spec.type)) return "expected " + expected_type(spec) + got;
+  }
+  if (spec.length && elements.size() != spec.length) return "expected " + expected_type(spec) + got;
+  if (spec.non_empty && elements.empty()) return "expected a non-empty list" + got;
+  const std::string allowed = spec.allowed_text();
+  for (const auto& element : elements) {
+    const bool numeric = spec.type != KeyType::Boolean && spec.type != KeyType::String && spec.type != KeyType::Strings;
+    const bool fits = !spec.choices.empty()
+                          ? std::find(spec.choices.begin(), spec.choices.end(), element.Scalar()) != spec.choices.end()
+                          : !numeric || spec.in_range(element.as<double>());
+    if (!fits) {
+      if (!spec.choices.empty()) return "expected " + allowed + got;
+      return "expected " + expected_type(spec) + (is_list(spec.type) ? " each " : " ") + allowed + got;
+    }
+  }
+  return "";
+}
+
+// Duplicate keys of every mapping in `node` (YAML would silently keep one of them).
+void check_unique_keys(const YAML::Node& node, const std::string& where, const std::string& prefix) {
+  if (node.IsSequence()) {
+    for (const auto& element : node) check_unique_keys(element, where, prefix);
+    return;
+  }
+  if (!node.IsMap()) return;
+  std::map<std::string, int> lines;
+  for (const auto& item : node) {
+    const std::string name = item.first.Scalar();
+    const std::string key = prefix + name;
+    const int line = item.first.Mark().line + 1;
+    const auto [it, fresh] = lines.emplace(name, line);
+    TORCH_CHECK(fresh, "config error in ", where, ": key '", key, "' is given twice (lines ", it->second, " and ", line,
+                "); remove one of them");
+    check_unique_keys(item.second, where, key + ".");
+  }
+}
+
 YAML::Node read_file(const std::filesystem::path& file) {
+  TORCH_CHECK(!std::filesystem::is_directory(file), "config error: expected a config file at ", file.string(),
+              " but it is a directory");
   TORCH_CHECK(std::filesystem::is_regular_file(file), "config error: expected a config file at ", file.string(),
               " but it does not exist");
   try {
     YAML::Node node = YAML::LoadFile(file.string());
     TORCH_CHECK(!node.IsDefined() || node.IsNull() || node.IsMap(), "config error in ", file.string(),
                 ": expected a mapping at the top level but got ", describe(node));
+    check_unique_keys(node, file.string(), "");
     return node.IsMap() ? node : YAML::Node(YAML::NodeType::Map);
   } catch (const YAML::Exception& e) {
     TORCH_CHECK(false, "config error in ", file.string(), ": invalid YAML at line ", e.mark.line + 1, ", column ",
@@ -92,7 +204,13 @@ void Config::merge(YAML::Node target, const YAML::Node& source, const std::strin
     const std::string key = prefix + name;
     const YAML::Node value = item.second;
     origins_[key] = origin;
-    const bool replace = value.IsMap() && value["_delete_"] && value["_delete_"].as<bool>(false);
+    bool replace = false;
+    if (value.IsMap() && value["_delete_"]) {
+      TORCH_CHECK(scalar_fits(value["_delete_"], KeyType::Boolean), "config error in ",
+                  origin.empty() ? name_ : origin, ": key '", key, "._delete_': expected a boolean but got ",
+                  describe(value["_delete_"]));
+      replace = value["_delete_"].as<bool>();
+    }
     if (value.IsMap() && !replace && target[name].IsMap()) {
       merge(target[name], value, key + ".", origin);
       continue;
@@ -150,6 +268,7 @@ Config Config::load(const std::filesystem::path& file, const std::vector<std::st
   std::vector<std::filesystem::path> stack;
   Config config = load_recursive(file, stack);
   for (const auto& assignment : overrides) config.set(assignment);
+  config.validate(Use::Any);
   return config;
 }
 
@@ -163,6 +282,7 @@ Config Config::parse(const std::string& yaml, const std::string& name) {
   }
   TORCH_CHECK(!node.IsDefined() || node.IsNull() || node.IsMap(), "config error in ", name,
               ": expected a mapping at the top level but got ", describe(node));
+  check_unique_keys(node, name, "");
   Config config;
   config.name_ = name;
   if (node.IsMap()) {
@@ -184,6 +304,7 @@ void Config::set(const std::string& assignment) {
     TORCH_CHECK(false, "config error in --set: key '", key, "': invalid YAML value '", assignment.substr(eq + 1),
                 "': ", e.msg);
   }
+  check_unique_keys(value, "--set", key + ".");
   const auto parts = split_key(key);
   TORCH_CHECK(std::none_of(parts.begin(), parts.end(), [](const std::string& p) { return p.empty(); }),
               "config error in --set: expected a dotted key like optimizer.lr but got '", key, "'");
@@ -199,7 +320,12 @@ void Config::set(const std::string& assignment) {
     node.reset(child);
   }
   node[parts.back()] = value;
+  // The subtree now comes from --set: no key under it is blamed on the file it replaced.
+  for (auto it = origins_.lower_bound(key + "."); it != origins_.end() && it->first.rfind(key + ".", 0) == 0;) {
+    it = origins_.erase(it);
+  }
   origins_[key] = "--set";
+  record_origins(value, key + ".", "--set");
 }
 
 YAML::Node Config::find(const std::string& key) const {
@@ -231,14 +357,21 @@ std::string Config::origin(const std::string& key) const {
 }
 
 void Config::fail(const std::string& key, const std::string& message) const {
-  TORCH_CHECK(false, "config error in ", origin(key), ": key '", key, "': ", message);
-  throw;  // unreachable
+  C10_THROW_ERROR(Error, "config error in " + origin(key) + ": key '" + key + "': " + message);
 }
 
 template <typename T>
 T Config::get(const std::string& key) const {
-  const YAML::Node node = find(key);
-  if (!node.IsDefined() || node.IsNull()) fail(key, std::string("expected ") + type_name<T>() + " but it is missing");
+  const KeySpec& spec = key_spec(key);
+  TORCH_INTERNAL_ASSERT(reads<T>(spec.type), "cac_engine: config key '", key, "' is declared as ", spec.type_text(),
+                        " but read as ", type_name<T>());
+  YAML::Node node = find(key);
+  if (!node.IsDefined() || node.IsNull()) {
+    if (spec.default_text.empty()) fail(key, std::string("expected ") + type_name<T>() + " but it is missing");
+    node = YAML::Load(spec.default_text);
+  } else if (const std::string problem = check_value(spec, node); !problem.empty()) {
+    fail(key, problem);
+  }
   try {
     return convert<T>(node);
   } catch (const YAML::Exception&) {
@@ -248,7 +381,13 @@ T Config::get(const std::string& key) const {
 
 template <typename T>
 T Config::get(const std::string& key, const T& fallback) const {
-  return has(key) ? get<T>(key) : fallback;
+  const KeySpec& spec = key_spec(key);
+  if (spec.default_text.empty()) return has(key) ? get<T>(key) : fallback;
+  if constexpr (!std::is_same_v<T, YAML::Node>) {
+    TORCH_INTERNAL_ASSERT(convert<T>(YAML::Load(spec.default_text)) == fallback, "cac_engine: the fallback of config key '",
+                          key, "' differs from the schema's default ", spec.default_text, "; read it with get(key)");
+  }
+  return get<T>(key);
 }
 
 std::string Config::get_choice(const std::string& key, const std::vector<std::string>& allowed,
@@ -271,6 +410,111 @@ void Config::check_keys(const std::string& key, const std::vector<std::string>& 
       fail(full, "unknown key; expected one of " + join(known));
     }
   }
+}
+
+void Config::check_section(const YAML::Node& node, const std::string& prefix) const {
+  for (const auto& item : node) {
+    const std::string key = prefix.empty() ? item.first.Scalar() : prefix + "." + item.first.Scalar();
+    const YAML::Node value = item.second;
+    if (const KeySpec* spec = find_key_spec(key)) {
+      if (value.IsNull()) continue;  // as absent
+      if (const std::string problem = check_value(*spec, value); !problem.empty()) fail(key, problem);
+    } else if (is_config_section(key)) {
+      if (value.IsNull()) continue;
+      if (!value.IsMap()) fail(key, "expected a mapping of " + join(section_children(key)) + " but got " + describe(value));
+      check_section(value, key);
+    } else {
+      const std::string suggestion = suggest_key(key);
+      fail(key, "unknown key" + (suggestion.empty() ? std::string() : " (did you mean '" + suggestion + "'?)") +
+                    "; expected one of " + join(section_children(prefix)));
+    }
+  }
+}
+
+void Config::check_relations(Use use) const {
+  const std::string type = has("data.type") ? get<std::string>("data.type") : "";
+  if (type == "custom" && use != Use::Any) {
+    std::vector<std::string> needed{"data.classes", "data.val_img_dir", "data.val_ann_dir"};
+    if (use == Use::Training) needed.insert(needed.end(), {"data.train_img_dir", "data.train_ann_dir"});
+    for (const auto& key : needed) {
+      if (!has(key)) fail(key, "expected " + expected_type(key_spec(key)) + " for data.type 'custom' but it is missing");
+    }
+  }
+  // The model's classes are the dataset's: a mismatch fails here, not after training.
+  if (has("model.num_classes") && !type.empty()) {
+    int64_t classes = -1;
+    std::string source;
+    if (has("data.classes")) {
+      classes = static_cast<int64_t>(get<std::vector<std::string>>("data.classes").size());
+      source = "data.classes";
+    } else if (type == "context_shift") {
+      classes = get<int64_t>("data.context_shift.num_classes");
+      source = "data.context_shift.num_classes";
+    } else if (type != "custom") {
+      classes = type == "ade20k"           ? cac_data::ade20k_info().num_classes()
+                : type == "coco_stuff164k" ? cac_data::coco_stuff164k_info().num_classes()
+                : type == "cityscapes"     ? cac_data::cityscapes_info().num_classes()
+                                           : cac_data::pascal_context59_info().num_classes();
+      source = "data.type '" + type + "'";
+    }
+    const int64_t model = get<int64_t>("model.num_classes");
+    if (classes >= 0 && model != classes) {
+      fail("model.num_classes", "expected " + std::to_string(classes) + " (the classes of " + source + ") but got " +
+                                    std::to_string(model));
+    }
+  }
+  const auto ratio = get<std::vector<double>>("data.train_pipeline.ratio_range");
+  if (ratio[0] > ratio[1]) fail("data.train_pipeline.ratio_range", "expected {min, max} with min <= max but got " + describe(find("data.train_pipeline.ratio_range")));
+  if (get<std::string>("evaluation.mode") == "slide") {
+    const auto crop = get<std::vector<int64_t>>("evaluation.crop");
+    const auto stride = get<std::vector<int64_t>>("evaluation.stride");
+    if (stride[0] > crop[0] || stride[1] > crop[1]) {
+      fail("evaluation.stride", "expected a stride within evaluation.crop [" + std::to_string(crop[0]) + ", " +
+                                    std::to_string(crop[1]) + "] (windows would leave gaps) but got [" +
+                                    std::to_string(stride[0]) + ", " + std::to_string(stride[1]) + "]");
+    }
+  }
+}
+
+void Config::validate(Use use) const {
+  check_section(root_, "");
+  if (use != Use::Any) {
+    for (const auto& spec : config_schema()) {
+      const bool needed = spec.required == Requirement::Always ||
+                          (spec.required == Requirement::Training && use == Use::Training);
+      if (needed && !has(spec.name)) fail(spec.name, "expected " + expected_type(spec) + " but it is missing");
+    }
+  }
+  check_relations(use);
+}
+
+namespace {
+
+std::filesystem::path first_existing(const std::vector<std::filesystem::path>& candidates, const std::string& how) {
+  for (const auto& candidate : candidates) {
+    std::error_code error;
+    if (std::filesystem::is_directory(candidate, error)) return std::filesystem::weakly_canonical(candidate);
+  }
+  std::string searched;
+  for (const auto& candidate : candidates) searched += (searched.empty() ? "" : ", ") + candidate.string();
+  TORCH_CHECK(false, "cac_engine::configs_dir: expected the shipped configs in ", searched, " but none exists (", how, ")");
+  return {};
+}
+
+}  // namespace
+
+std::filesystem::path configs_dir(const std::filesystem::path& executable) {
+  if (const char* env = std::getenv("CAC_CONFIGS_DIR"); env && *env) {
+    return first_existing({env}, "set by the environment variable CAC_CONFIGS_DIR");
+  }
+  return first_existing({executable.parent_path() / CAC_INSTALL_CONFIGS_RELATIVE, CAC_SOURCE_CONFIGS_DIR},
+                        "installed beside the program, or the source tree's; set CAC_CONFIGS_DIR to choose");
+}
+
+std::filesystem::path configs_dir() {
+  std::error_code error;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", error);
+  return configs_dir(error ? std::filesystem::path() : self);
 }
 
 std::string Config::dump() const {
