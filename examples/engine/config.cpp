@@ -149,7 +149,8 @@ std::string check_value(const KeySpec& spec, const YAML::Node& value) {
                           : !numeric || spec.in_range(element.as<double>());
     if (!fits) {
       if (!spec.choices.empty()) return "expected " + allowed + got;
-      return "expected " + expected_type(spec) + (is_list(spec.type) ? " each " : " ") + allowed + got;
+      const std::string range = (allowed[0] == '[' || allowed[0] == '(' ? "in " : "") + allowed;
+      return "expected " + expected_type(spec) + (is_list(spec.type) ? ", each " : " ") + range + got;
     }
   }
   return "";
@@ -316,6 +317,9 @@ void Config::set(const std::string& assignment) {
                   parts[i], "' to be a mapping but got ", describe(child), " (set in ", origin(parts[i]), ")");
       node[parts[i]] = YAML::Node(YAML::NodeType::Map);
       child.reset(node[parts[i]]);
+      std::string created;
+      for (size_t j = 0; j <= i; ++j) created += (j ? "." : "") + parts[j];
+      origins_[created] = "--set";
     }
     node.reset(child);
   }
