@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -30,14 +29,6 @@ std::string join(const std::vector<std::string>& names) {
   std::string out;
   for (const auto& name : names) out += (out.empty() ? "" : ", ") + name;
   return out;
-}
-
-std::string describe(const YAML::Node& node) {
-  if (!node.IsDefined() || node.IsNull()) return "nothing";
-  if (node.IsScalar()) return "'" + node.Scalar() + "'";
-  YAML::Emitter out;
-  out << YAML::Flow << node;
-  return std::string(node.IsMap() ? "a mapping " : "a list ") + out.c_str();
 }
 
 template <typename T>
@@ -89,73 +80,6 @@ bool reads(KeyType type) {
   return false;
 }
 
-bool is_list(KeyType type) {
-  return type == KeyType::Integers || type == KeyType::Numbers || type == KeyType::Strings;
-}
-
-// "a number", "a list of 2 integers", ...: the type part of "expected ... but got ...".
-std::string expected_type(const KeySpec& spec) {
-  const std::string count = spec.length ? std::to_string(spec.length) + " " : "";
-  switch (spec.type) {
-    case KeyType::Boolean: return "a boolean";
-    case KeyType::Integer: return "an integer";
-    case KeyType::Number: return "a number";
-    case KeyType::String: return "a string";
-    case KeyType::Integers: return "a list of " + count + "integers";
-    case KeyType::Numbers: return "a list of " + count + "numbers";
-    case KeyType::Strings: return "a list of " + count + "strings";
-  }
-  return "a value";
-}
-
-// Whether the scalar `node` has the element type of `type`; numbers must be finite.
-bool scalar_fits(const YAML::Node& node, KeyType type) {
-  if (!node.IsScalar()) return false;
-  try {
-    switch (type) {
-      case KeyType::Boolean: node.as<bool>(); return true;
-      case KeyType::Integer:
-      case KeyType::Integers: node.as<int64_t>(); return true;
-      case KeyType::Number:
-      case KeyType::Numbers: return std::isfinite(node.as<double>());
-      case KeyType::String:
-      case KeyType::Strings: return true;
-    }
-  } catch (const YAML::Exception&) {
-  }
-  return false;
-}
-
-// What is wrong with `value` for `spec` ("" if nothing): its type, list length, closed set or range.
-std::string check_value(const KeySpec& spec, const YAML::Node& value) {
-  const std::string got = " but got " + describe(value);
-  std::vector<YAML::Node> elements;
-  if (is_list(spec.type)) {
-    if (!value.IsSequence()) return "expected " + expected_type(spec) + got;
-    for (const auto& element : value) elements.push_back(element);
-  } else {
-    elements.push_back(value);
-  }
-  for (const auto& element : elements) {
-    if (!scalar_fits(element, spec.type)) return "expected " + expected_type(spec) + got;
-  }
-  if (spec.length && elements.size() != spec.length) return "expected " + expected_type(spec) + got;
-  if (spec.non_empty && elements.empty()) return "expected a non-empty list" + got;
-  const std::string allowed = spec.allowed_text();
-  for (const auto& element : elements) {
-    const bool numeric = spec.type != KeyType::Boolean && spec.type != KeyType::String && spec.type != KeyType::Strings;
-    const bool fits = !spec.choices.empty()
-                          ? std::find(spec.choices.begin(), spec.choices.end(), element.Scalar()) != spec.choices.end()
-                          : !numeric || spec.in_range(element.as<double>());
-    if (!fits) {
-      if (!spec.choices.empty()) return "expected " + allowed + got;
-      const std::string range = (allowed[0] == '[' || allowed[0] == '(' ? "in " : "") + allowed;
-      return "expected " + expected_type(spec) + (is_list(spec.type) ? ", each " : " ") + range + got;
-    }
-  }
-  return "";
-}
-
 // Duplicate keys of every mapping in `node` (YAML would silently keep one of them).
 void check_unique_keys(const YAML::Node& node, const std::string& where, const std::string& prefix) {
   if (node.IsSequence()) {
@@ -183,7 +107,7 @@ YAML::Node read_file(const std::filesystem::path& file) {
   try {
     YAML::Node node = YAML::LoadFile(file.string());
     TORCH_CHECK(!node.IsDefined() || node.IsNull() || node.IsMap(), "config error in ", file.string(),
-                ": expected a mapping at the top level but got ", describe(node));
+                ": expected a mapping at the top level but got ", describe_yaml(node));
     check_unique_keys(node, file.string(), "");
     return node.IsMap() ? node : YAML::Node(YAML::NodeType::Map);
   } catch (const YAML::Exception& e) {
@@ -209,7 +133,7 @@ void Config::merge(YAML::Node target, const YAML::Node& source, const std::strin
     if (value.IsMap() && value["_delete_"]) {
       TORCH_CHECK(scalar_fits(value["_delete_"], KeyType::Boolean), "config error in ",
                   origin.empty() ? name_ : origin, ": key '", key, "._delete_': expected a boolean but got ",
-                  describe(value["_delete_"]));
+                  describe_yaml(value["_delete_"]));
       replace = value["_delete_"].as<bool>();
     }
     if (value.IsMap() && !replace && target[name].IsMap()) {
@@ -243,14 +167,14 @@ Config load_recursive(const std::filesystem::path& file, std::vector<std::filesy
   config.name_ = path.string();
   if (const YAML::Node bases = node["_base_"]) {
     TORCH_CHECK(bases.IsScalar() || bases.IsSequence(), "config error in ", path.string(),
-                ": key '_base_': expected a file name or a list of file names but got ", describe(bases));
+                ": key '_base_': expected a file name or a list of file names but got ", describe_yaml(bases));
     std::vector<std::string> names;
     if (bases.IsScalar()) {
       names.push_back(bases.Scalar());
     } else {
       for (const auto& base : bases) {
         TORCH_CHECK(base.IsScalar(), "config error in ", path.string(),
-                    ": key '_base_': expected file names but got ", describe(base));
+                    ": key '_base_': expected file names but got ", describe_yaml(base));
         names.push_back(base.Scalar());
       }
     }
@@ -282,7 +206,7 @@ Config Config::parse(const std::string& yaml, const std::string& name) {
                 e.mark.column + 1, ": ", e.msg);
   }
   TORCH_CHECK(!node.IsDefined() || node.IsNull() || node.IsMap(), "config error in ", name,
-              ": expected a mapping at the top level but got ", describe(node));
+              ": expected a mapping at the top level but got ", describe_yaml(node));
   check_unique_keys(node, name, "");
   Config config;
   config.name_ = name;
@@ -314,7 +238,7 @@ void Config::set(const std::string& assignment) {
     YAML::Node child = node[parts[i]];
     if (!child.IsMap()) {
       TORCH_CHECK(!child.IsDefined() || child.IsNull(), "config error in --set: key '", key, "': expected '",
-                  parts[i], "' to be a mapping but got ", describe(child), " (set in ", origin(parts[i]), ")");
+                  parts[i], "' to be a mapping but got ", describe_yaml(child), " (set in ", origin(parts[i]), ")");
       node[parts[i]] = YAML::Node(YAML::NodeType::Map);
       child.reset(node[parts[i]]);
       std::string created;
@@ -373,13 +297,13 @@ T Config::get(const std::string& key) const {
   if (!node.IsDefined() || node.IsNull()) {
     if (spec.default_text.empty()) fail(key, std::string("expected ") + type_name<T>() + " but it is missing");
     node = YAML::Load(spec.default_text);
-  } else if (const std::string problem = check_value(spec, node); !problem.empty()) {
+  } else if (const std::string problem = spec.problem(node); !problem.empty()) {
     fail(key, problem);
   }
   try {
     return convert<T>(node);
   } catch (const YAML::Exception&) {
-    fail(key, std::string("expected ") + type_name<T>() + " but got " + describe(node));
+    fail(key, std::string("expected ") + type_name<T>() + " but got " + describe_yaml(node));
   }
 }
 
@@ -406,7 +330,7 @@ std::string Config::get_choice(const std::string& key, const std::vector<std::st
 void Config::check_keys(const std::string& key, const std::vector<std::string>& known) const {
   const YAML::Node node = find(key);
   if (!node.IsDefined() || node.IsNull()) return;
-  if (!node.IsMap()) fail(key, "expected a mapping but got " + describe(node));
+  if (!node.IsMap()) fail(key, "expected a mapping but got " + describe_yaml(node));
   for (const auto& item : node) {
     const std::string name = item.first.as<std::string>();
     if (std::find(known.begin(), known.end(), name) == known.end()) {
@@ -422,10 +346,10 @@ void Config::check_section(const YAML::Node& node, const std::string& prefix) co
     const YAML::Node value = item.second;
     if (const KeySpec* spec = find_key_spec(key)) {
       if (value.IsNull()) continue;  // as absent
-      if (const std::string problem = check_value(*spec, value); !problem.empty()) fail(key, problem);
+      if (const std::string problem = spec->problem(value); !problem.empty()) fail(key, problem);
     } else if (is_config_section(key)) {
       if (value.IsNull()) continue;
-      if (!value.IsMap()) fail(key, "expected a mapping of " + join(section_children(key)) + " but got " + describe(value));
+      if (!value.IsMap()) fail(key, "expected a mapping of " + join(section_children(key)) + " but got " + describe_yaml(value));
       check_section(value, key);
     } else {
       const std::string suggestion = suggest_key(key);
@@ -441,7 +365,7 @@ void Config::check_relations(Use use) const {
     std::vector<std::string> needed{"data.classes", "data.val_img_dir", "data.val_ann_dir"};
     if (use == Use::Training) needed.insert(needed.end(), {"data.train_img_dir", "data.train_ann_dir"});
     for (const auto& key : needed) {
-      if (!has(key)) fail(key, "expected " + expected_type(key_spec(key)) + " for data.type 'custom' but it is missing");
+      if (!has(key)) fail(key, "expected " + key_spec(key).expected() + " for data.type 'custom' but it is missing");
     }
   }
   // The model's classes are the dataset's: a mismatch fails here, not after training.
@@ -468,7 +392,7 @@ void Config::check_relations(Use use) const {
     }
   }
   const auto ratio = get<std::vector<double>>("data.train_pipeline.ratio_range");
-  if (ratio[0] > ratio[1]) fail("data.train_pipeline.ratio_range", "expected {min, max} with min <= max but got " + describe(find("data.train_pipeline.ratio_range")));
+  if (ratio[0] > ratio[1]) fail("data.train_pipeline.ratio_range", "expected {min, max} with min <= max but got " + describe_yaml(find("data.train_pipeline.ratio_range")));
   if (get<std::string>("evaluation.mode") == "slide") {
     const auto crop = get<std::vector<int64_t>>("evaluation.crop");
     const auto stride = get<std::vector<int64_t>>("evaluation.stride");
@@ -486,39 +410,10 @@ void Config::validate(Use use) const {
     for (const auto& spec : config_schema()) {
       const bool needed = spec.required == Requirement::Always ||
                           (spec.required == Requirement::Training && use == Use::Training);
-      if (needed && !has(spec.name)) fail(spec.name, "expected " + expected_type(spec) + " but it is missing");
+      if (needed && !has(spec.name)) fail(spec.name, "expected " + spec.expected() + " but it is missing");
     }
   }
   check_relations(use);
-}
-
-namespace {
-
-std::filesystem::path first_existing(const std::vector<std::filesystem::path>& candidates, const std::string& how) {
-  for (const auto& candidate : candidates) {
-    std::error_code error;
-    if (std::filesystem::is_directory(candidate, error)) return std::filesystem::weakly_canonical(candidate);
-  }
-  std::string searched;
-  for (const auto& candidate : candidates) searched += (searched.empty() ? "" : ", ") + candidate.string();
-  TORCH_CHECK(false, "cac_engine::configs_dir: expected the shipped configs in ", searched, " but none exists (", how, ")");
-  return {};
-}
-
-}  // namespace
-
-std::filesystem::path configs_dir(const std::filesystem::path& executable) {
-  if (const char* env = std::getenv("CAC_CONFIGS_DIR"); env && *env) {
-    return first_existing({env}, "set by the environment variable CAC_CONFIGS_DIR");
-  }
-  return first_existing({executable.parent_path() / CAC_INSTALL_CONFIGS_RELATIVE, CAC_SOURCE_CONFIGS_DIR},
-                        "installed beside the program, or the source tree's; set CAC_CONFIGS_DIR to choose");
-}
-
-std::filesystem::path configs_dir() {
-  std::error_code error;
-  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", error);
-  return configs_dir(error ? std::filesystem::path() : self);
 }
 
 std::string Config::dump() const {

@@ -7,10 +7,12 @@
 #include "models/registry.hpp"
 
 #include <c10/util/Exception.h>
+#include <yaml-cpp/yaml.h>
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <map>
 #include <mutex>
 
@@ -286,6 +288,81 @@ bool KeySpec::in_range(double value) const {
   if (lower && !(lower->inclusive ? value >= lower->value : value > lower->value)) return false;
   if (upper && !(upper->inclusive ? value <= upper->value : value < upper->value)) return false;
   return true;
+}
+
+namespace {
+
+bool is_list(KeyType type) {
+  return type == KeyType::Integers || type == KeyType::Numbers || type == KeyType::Strings;
+}
+
+}  // namespace
+
+std::string KeySpec::expected() const {
+  const std::string count = length ? std::to_string(length) + " " : "";
+  switch (type) {
+    case KeyType::Boolean: return "a boolean";
+    case KeyType::Integer: return "an integer";
+    case KeyType::Number: return "a number";
+    case KeyType::String: return "a string";
+    case KeyType::Integers: return "a list of " + count + "integers";
+    case KeyType::Numbers: return "a list of " + count + "numbers";
+    case KeyType::Strings: return "a list of " + count + "strings";
+  }
+  return "a value";
+}
+
+bool scalar_fits(const YAML::Node& node, KeyType type) {
+  if (!node.IsScalar()) return false;
+  try {
+    switch (type) {
+      case KeyType::Boolean: node.as<bool>(); return true;
+      case KeyType::Integer:
+      case KeyType::Integers: node.as<int64_t>(); return true;
+      case KeyType::Number:
+      case KeyType::Numbers: return std::isfinite(node.as<double>());
+      case KeyType::String:
+      case KeyType::Strings: return true;
+    }
+  } catch (const YAML::Exception&) {
+  }
+  return false;
+}
+
+std::string KeySpec::problem(const YAML::Node& value) const {
+  const std::string got = " but got " + describe_yaml(value);
+  std::vector<YAML::Node> elements;
+  if (is_list(type)) {
+    if (!value.IsSequence()) return "expected " + expected() + got;
+    for (const auto& element : value) elements.push_back(element);
+  } else {
+    elements.push_back(value);
+  }
+  for (const auto& element : elements) {
+    if (!scalar_fits(element, type)) return "expected " + expected() + got;
+  }
+  if (length && elements.size() != length) return "expected " + expected() + got;
+  if (non_empty && elements.empty()) return "expected a non-empty list" + got;
+  const std::string allowed = allowed_text();
+  for (const auto& element : elements) {
+    const bool numeric = type != KeyType::Boolean && type != KeyType::String && type != KeyType::Strings;
+    const bool fits = !choices.empty() ? std::find(choices.begin(), choices.end(), element.Scalar()) != choices.end()
+                          : !numeric || in_range(element.as<double>());
+    if (!fits) {
+      if (!choices.empty()) return "expected " + allowed + got;
+      const std::string range = (allowed[0] == '[' || allowed[0] == '(' ? "in " : "") + allowed;
+      return "expected " + expected() + (is_list(type) ? ", each " : " ") + range + got;
+    }
+  }
+  return "";
+}
+
+std::string describe_yaml(const YAML::Node& node) {
+  if (!node.IsDefined() || node.IsNull()) return "nothing";
+  if (node.IsScalar()) return "'" + node.Scalar() + "'";
+  YAML::Emitter out;
+  out << YAML::Flow << node;
+  return std::string(node.IsMap() ? "a mapping " : "a list ") + out.c_str();
 }
 
 const std::vector<KeySpec>& config_schema() {

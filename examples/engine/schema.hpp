@@ -14,6 +14,8 @@
 /// struct it fills), read it with `config.get<T>("section.key")`, and paste the regenerated row
 /// into docs/training.md (the docs test prints it).
 
+#include <yaml-cpp/yaml.h>
+
 #include <cstddef>
 #include <optional>
 #include <string>
@@ -134,7 +136,19 @@ struct KeySpec {
   std::string allowed_text() const;
   /// Whether `value` is in the range (`lower`, `upper`).
   bool in_range(double value) const;
+  /// What a value of this key is, for messages: `a number`, `a list of 2 integers`, ...
+  std::string expected() const;
+  /// What is wrong with `value` (present, not null) for this key: "expected <type> but got
+  /// <value>", "expected a number in [0, 1] but got '2'", "expected one of a, b but got 'c'"; ""
+  /// if it is valid.
+  std::string problem(const YAML::Node& value) const;
 };
+
+/// Whether the YAML scalar `node` reads as an element of `type` (numbers must be finite).
+bool scalar_fits(const YAML::Node& node, KeyType type);
+
+/// A YAML value as messages quote it: `'0.5'`, `a list [1, 2]`, `a mapping {a: 1}`, `nothing`.
+std::string describe_yaml(const YAML::Node& node);
 
 /// Every key, section by section (model, data, optimizer, schedule, runtime, evaluation), in
 /// the docs' order. Built once.
