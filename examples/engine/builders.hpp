@@ -1,11 +1,13 @@
 #pragma once
 /// \file
 /// What a config describes, built: the model, the datasets and pipelines, the loader, the
-/// optimizer and its learning-rate schedule, the inference settings. The keys are documented in
-/// docs/training.md; every reader checks for unknown keys so a misspelt option fails loudly.
+/// optimizer and its learning-rate schedule, the inference settings. Each builder maps keys of
+/// the schema (schema.hpp, documented in docs/training.md) onto an options struct; the values
+/// and their defaults are the schema's, checked when read.
 
 #include "config.hpp"
 
+#include "data/context_shift.hpp"
 #include "data/dataset.hpp"
 #include "data/loader.hpp"
 #include "data/transforms.hpp"
@@ -20,11 +22,19 @@
 
 namespace cac_engine {
 
-/// The model of `model.*`: `make_model(model.name, {model.num_classes, model.cac, BN})`.
+/// The zoo options of `model.*`: classes, CAC, SyncBN, dropout, and every setting of the
+/// library's `cac::ContextAwareHeadOptions` (`model.cac_head.*`) and `cac::ContextAwareLossOptions`
+/// (`model.cac_loss.*`, its KL variants under `model.cac_loss.kl.*`).
+cac_models::ModelOptions model_options(const Config& config);
+
+/// The model of `model.*`: `make_model(model.name, model_options(config))`.
 cac_models::EncoderDecoder build_model(const Config& config);
 
 /// The dataset options of `data.*` for `split` ("train" or "val").
 cac_data::DatasetOptions dataset_options(const Config& config, const std::string& split);
+
+/// The generator settings of `data.context_shift.*`.
+cac_data::ContextShiftOptions context_shift_options(const Config& config);
 
 /// The dataset of `data.*` for `split`; for `data.type: context_shift` the bundled dataset is
 /// generated under `data.root` first (once; see cac_data::generate_context_shift).

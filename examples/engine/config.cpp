@@ -1,10 +1,17 @@
 #include "config.hpp"
 
+#include "data/context_shift.hpp"
+#include "data/dataset.hpp"
+#include "schema.hpp"
+
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
+#include <map>
 #include <sstream>
+#include <system_error>
 
 namespace cac_engine {
 
@@ -22,14 +29,6 @@ std::string join(const std::vector<std::string>& names) {
   std::string out;
   for (const auto& name : names) out += (out.empty() ? "" : ", ") + name;
   return out;
-}
-
-std::string describe(const YAML::Node& node) {
-  if (!node.IsDefined() || node.IsNull()) return "nothing";
-  if (node.IsScalar()) return "'" + node.Scalar() + "'";
-  YAML::Emitter out;
-  out << YAML::Flow << node;
-  return std::string(node.IsMap() ? "a mapping " : "a list ") + out.c_str();
 }
 
 template <typename T>
@@ -65,13 +64,51 @@ YAML::Node convert<YAML::Node>(const YAML::Node& node) {
   return YAML::Clone(node);
 }
 
+// The C++ type that reads a key of each schema type.
+template <typename T>
+bool reads(KeyType type) {
+  if constexpr (std::is_same_v<T, YAML::Node>) return true;
+  switch (type) {
+    case KeyType::Boolean: return std::is_same_v<T, bool>;
+    case KeyType::Integer: return std::is_same_v<T, int64_t>;
+    case KeyType::Number: return std::is_same_v<T, double>;
+    case KeyType::String: return std::is_same_v<T, std::string>;
+    case KeyType::Integers: return std::is_same_v<T, std::vector<int64_t>>;
+    case KeyType::Numbers: return std::is_same_v<T, std::vector<double>>;
+    case KeyType::Strings: return std::is_same_v<T, std::vector<std::string>>;
+  }
+  return false;
+}
+
+// Duplicate keys of every mapping in `node` (YAML would silently keep one of them).
+void check_unique_keys(const YAML::Node& node, const std::string& where, const std::string& prefix) {
+  if (node.IsSequence()) {
+    for (const auto& element : node) check_unique_keys(element, where, prefix);
+    return;
+  }
+  if (!node.IsMap()) return;
+  std::map<std::string, int> lines;
+  for (const auto& item : node) {
+    const std::string name = item.first.Scalar();
+    const std::string key = prefix + name;
+    const int line = item.first.Mark().line + 1;
+    const auto [it, fresh] = lines.emplace(name, line);
+    TORCH_CHECK(fresh, "config error in ", where, ": key '", key, "' is given twice (lines ", it->second, " and ", line,
+                "); remove one of them");
+    check_unique_keys(item.second, where, key + ".");
+  }
+}
+
 YAML::Node read_file(const std::filesystem::path& file) {
+  TORCH_CHECK(!std::filesystem::is_directory(file), "config error: expected a config file at ", file.string(),
+              " but it is a directory");
   TORCH_CHECK(std::filesystem::is_regular_file(file), "config error: expected a config file at ", file.string(),
               " but it does not exist");
   try {
     YAML::Node node = YAML::LoadFile(file.string());
     TORCH_CHECK(!node.IsDefined() || node.IsNull() || node.IsMap(), "config error in ", file.string(),
-                ": expected a mapping at the top level but got ", describe(node));
+                ": expected a mapping at the top level but got ", describe_yaml(node));
+    check_unique_keys(node, file.string(), "");
     return node.IsMap() ? node : YAML::Node(YAML::NodeType::Map);
   } catch (const YAML::Exception& e) {
     TORCH_CHECK(false, "config error in ", file.string(), ": invalid YAML at line ", e.mark.line + 1, ", column ",
@@ -92,7 +129,13 @@ void Config::merge(YAML::Node target, const YAML::Node& source, const std::strin
     const std::string key = prefix + name;
     const YAML::Node value = item.second;
     origins_[key] = origin;
-    const bool replace = value.IsMap() && value["_delete_"] && value["_delete_"].as<bool>(false);
+    bool replace = false;
+    if (value.IsMap() && value["_delete_"]) {
+      TORCH_CHECK(scalar_fits(value["_delete_"], KeyType::Boolean), "config error in ",
+                  origin.empty() ? name_ : origin, ": key '", key, "._delete_': expected a boolean but got ",
+                  describe_yaml(value["_delete_"]));
+      replace = value["_delete_"].as<bool>();
+    }
     if (value.IsMap() && !replace && target[name].IsMap()) {
       merge(target[name], value, key + ".", origin);
       continue;
@@ -124,14 +167,14 @@ Config load_recursive(const std::filesystem::path& file, std::vector<std::filesy
   config.name_ = path.string();
   if (const YAML::Node bases = node["_base_"]) {
     TORCH_CHECK(bases.IsScalar() || bases.IsSequence(), "config error in ", path.string(),
-                ": key '_base_': expected a file name or a list of file names but got ", describe(bases));
+                ": key '_base_': expected a file name or a list of file names but got ", describe_yaml(bases));
     std::vector<std::string> names;
     if (bases.IsScalar()) {
       names.push_back(bases.Scalar());
     } else {
       for (const auto& base : bases) {
         TORCH_CHECK(base.IsScalar(), "config error in ", path.string(),
-                    ": key '_base_': expected file names but got ", describe(base));
+                    ": key '_base_': expected file names but got ", describe_yaml(base));
         names.push_back(base.Scalar());
       }
     }
@@ -150,6 +193,7 @@ Config Config::load(const std::filesystem::path& file, const std::vector<std::st
   std::vector<std::filesystem::path> stack;
   Config config = load_recursive(file, stack);
   for (const auto& assignment : overrides) config.set(assignment);
+  config.validate(Use::Any);
   return config;
 }
 
@@ -162,7 +206,8 @@ Config Config::parse(const std::string& yaml, const std::string& name) {
                 e.mark.column + 1, ": ", e.msg);
   }
   TORCH_CHECK(!node.IsDefined() || node.IsNull() || node.IsMap(), "config error in ", name,
-              ": expected a mapping at the top level but got ", describe(node));
+              ": expected a mapping at the top level but got ", describe_yaml(node));
+  check_unique_keys(node, name, "");
   Config config;
   config.name_ = name;
   if (node.IsMap()) {
@@ -184,6 +229,7 @@ void Config::set(const std::string& assignment) {
     TORCH_CHECK(false, "config error in --set: key '", key, "': invalid YAML value '", assignment.substr(eq + 1),
                 "': ", e.msg);
   }
+  check_unique_keys(value, "--set", key + ".");
   const auto parts = split_key(key);
   TORCH_CHECK(std::none_of(parts.begin(), parts.end(), [](const std::string& p) { return p.empty(); }),
               "config error in --set: expected a dotted key like optimizer.lr but got '", key, "'");
@@ -192,14 +238,22 @@ void Config::set(const std::string& assignment) {
     YAML::Node child = node[parts[i]];
     if (!child.IsMap()) {
       TORCH_CHECK(!child.IsDefined() || child.IsNull(), "config error in --set: key '", key, "': expected '",
-                  parts[i], "' to be a mapping but got ", describe(child), " (set in ", origin(parts[i]), ")");
+                  parts[i], "' to be a mapping but got ", describe_yaml(child), " (set in ", origin(parts[i]), ")");
       node[parts[i]] = YAML::Node(YAML::NodeType::Map);
       child.reset(node[parts[i]]);
+      std::string created;
+      for (size_t j = 0; j <= i; ++j) created += (j ? "." : "") + parts[j];
+      origins_[created] = "--set";
     }
     node.reset(child);
   }
   node[parts.back()] = value;
+  // The subtree now comes from --set: no key under it is blamed on the file it replaced.
+  for (auto it = origins_.lower_bound(key + "."); it != origins_.end() && it->first.rfind(key + ".", 0) == 0;) {
+    it = origins_.erase(it);
+  }
   origins_[key] = "--set";
+  record_origins(value, key + ".", "--set");
 }
 
 YAML::Node Config::find(const std::string& key) const {
@@ -231,24 +285,37 @@ std::string Config::origin(const std::string& key) const {
 }
 
 void Config::fail(const std::string& key, const std::string& message) const {
-  TORCH_CHECK(false, "config error in ", origin(key), ": key '", key, "': ", message);
-  throw;  // unreachable
+  C10_THROW_ERROR(Error, "config error in " + origin(key) + ": key '" + key + "': " + message);
 }
 
 template <typename T>
 T Config::get(const std::string& key) const {
-  const YAML::Node node = find(key);
-  if (!node.IsDefined() || node.IsNull()) fail(key, std::string("expected ") + type_name<T>() + " but it is missing");
+  const KeySpec& spec = key_spec(key);
+  TORCH_INTERNAL_ASSERT(reads<T>(spec.type), "cac_engine: config key '", key, "' is declared as ", spec.type_text(),
+                        " but read as ", type_name<T>());
+  YAML::Node node = find(key);
+  if (!node.IsDefined() || node.IsNull()) {
+    if (spec.default_text.empty()) fail(key, std::string("expected ") + type_name<T>() + " but it is missing");
+    node = YAML::Load(spec.default_text);
+  } else if (const std::string problem = spec.problem(node); !problem.empty()) {
+    fail(key, problem);
+  }
   try {
     return convert<T>(node);
   } catch (const YAML::Exception&) {
-    fail(key, std::string("expected ") + type_name<T>() + " but got " + describe(node));
+    fail(key, std::string("expected ") + type_name<T>() + " but got " + describe_yaml(node));
   }
 }
 
 template <typename T>
 T Config::get(const std::string& key, const T& fallback) const {
-  return has(key) ? get<T>(key) : fallback;
+  const KeySpec& spec = key_spec(key);
+  if (spec.default_text.empty()) return has(key) ? get<T>(key) : fallback;
+  if constexpr (!std::is_same_v<T, YAML::Node>) {
+    TORCH_INTERNAL_ASSERT(convert<T>(YAML::Load(spec.default_text)) == fallback, "cac_engine: the fallback of config key '",
+                          key, "' differs from the schema's default ", spec.default_text, "; read it with get(key)");
+  }
+  return get<T>(key);
 }
 
 std::string Config::get_choice(const std::string& key, const std::vector<std::string>& allowed,
@@ -263,7 +330,7 @@ std::string Config::get_choice(const std::string& key, const std::vector<std::st
 void Config::check_keys(const std::string& key, const std::vector<std::string>& known) const {
   const YAML::Node node = find(key);
   if (!node.IsDefined() || node.IsNull()) return;
-  if (!node.IsMap()) fail(key, "expected a mapping but got " + describe(node));
+  if (!node.IsMap()) fail(key, "expected a mapping but got " + describe_yaml(node));
   for (const auto& item : node) {
     const std::string name = item.first.as<std::string>();
     if (std::find(known.begin(), known.end(), name) == known.end()) {
@@ -271,6 +338,82 @@ void Config::check_keys(const std::string& key, const std::vector<std::string>& 
       fail(full, "unknown key; expected one of " + join(known));
     }
   }
+}
+
+void Config::check_section(const YAML::Node& node, const std::string& prefix) const {
+  for (const auto& item : node) {
+    const std::string key = prefix.empty() ? item.first.Scalar() : prefix + "." + item.first.Scalar();
+    const YAML::Node value = item.second;
+    if (const KeySpec* spec = find_key_spec(key)) {
+      if (value.IsNull()) continue;  // as absent
+      if (const std::string problem = spec->problem(value); !problem.empty()) fail(key, problem);
+    } else if (is_config_section(key)) {
+      if (value.IsNull()) continue;
+      if (!value.IsMap()) fail(key, "expected a mapping of " + join(section_children(key)) + " but got " + describe_yaml(value));
+      check_section(value, key);
+    } else {
+      const std::string suggestion = suggest_key(key);
+      fail(key, "unknown key" + (suggestion.empty() ? std::string() : " (did you mean '" + suggestion + "'?)") +
+                    "; expected one of " + join(section_children(prefix)));
+    }
+  }
+}
+
+void Config::check_relations(Use use) const {
+  const std::string type = has("data.type") ? get<std::string>("data.type") : "";
+  if (type == "custom" && use != Use::Any) {
+    std::vector<std::string> needed{"data.classes", "data.val_img_dir", "data.val_ann_dir"};
+    if (use == Use::Training) needed.insert(needed.end(), {"data.train_img_dir", "data.train_ann_dir"});
+    for (const auto& key : needed) {
+      if (!has(key)) fail(key, "expected " + key_spec(key).expected() + " for data.type 'custom' but it is missing");
+    }
+  }
+  // The model's classes are the dataset's: a mismatch fails here, not after training.
+  if (has("model.num_classes") && !type.empty()) {
+    int64_t classes = -1;
+    std::string source;
+    if (has("data.classes")) {
+      classes = static_cast<int64_t>(get<std::vector<std::string>>("data.classes").size());
+      source = "data.classes";
+    } else if (type == "context_shift") {
+      classes = get<int64_t>("data.context_shift.num_classes");
+      source = "data.context_shift.num_classes";
+    } else if (type != "custom") {
+      classes = type == "ade20k"           ? cac_data::ade20k_info().num_classes()
+                : type == "coco_stuff164k" ? cac_data::coco_stuff164k_info().num_classes()
+                : type == "cityscapes"     ? cac_data::cityscapes_info().num_classes()
+                                           : cac_data::pascal_context59_info().num_classes();
+      source = "data.type '" + type + "'";
+    }
+    const int64_t model = get<int64_t>("model.num_classes");
+    if (classes >= 0 && model != classes) {
+      fail("model.num_classes", "expected " + std::to_string(classes) + " (the classes of " + source + ") but got " +
+                                    std::to_string(model));
+    }
+  }
+  const auto ratio = get<std::vector<double>>("data.train_pipeline.ratio_range");
+  if (ratio[0] > ratio[1]) fail("data.train_pipeline.ratio_range", "expected {min, max} with min <= max but got " + describe_yaml(find("data.train_pipeline.ratio_range")));
+  if (get<std::string>("evaluation.mode") == "slide") {
+    const auto crop = get<std::vector<int64_t>>("evaluation.crop");
+    const auto stride = get<std::vector<int64_t>>("evaluation.stride");
+    if (stride[0] > crop[0] || stride[1] > crop[1]) {
+      fail("evaluation.stride", "expected a stride within evaluation.crop [" + std::to_string(crop[0]) + ", " +
+                                    std::to_string(crop[1]) + "] (windows would leave gaps) but got [" +
+                                    std::to_string(stride[0]) + ", " + std::to_string(stride[1]) + "]");
+    }
+  }
+}
+
+void Config::validate(Use use) const {
+  check_section(root_, "");
+  if (use != Use::Any) {
+    for (const auto& spec : config_schema()) {
+      const bool needed = spec.required == Requirement::Always ||
+                          (spec.required == Requirement::Training && use == Use::Training);
+      if (needed && !has(spec.name)) fail(spec.name, "expected " + spec.expected() + " but it is missing");
+    }
+  }
+  check_relations(use);
 }
 
 std::string Config::dump() const {

@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
         const std::string file = std::string(model == "baseline" ? "fcn_tiny_baseline" : "fcn_tiny_cac") + suffix;
         std::vector<std::string> overrides{"data.root=" + (dir / ("data/context_shift" + suffix)).string()};
         if (iterations > 0) overrides.push_back("schedule.iterations=" + std::to_string(iterations));
-        Run run{dataset, model, cac_engine::Config::load(std::string(CAC_CONFIGS_DIR) + "/context_shift/" + file + ".yaml", overrides)};
+        Run run{dataset, model, cac_engine::Config::load(cac_engine::configs_dir() / "context_shift" / (file + ".yaml"), overrides)};
         fmt::print("\n== {} | {} ({}) ==\n", dataset, model, file);
         std::fflush(stdout);
         const std::filesystem::path run_dir = dir / file;

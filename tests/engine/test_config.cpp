@@ -2,11 +2,15 @@
 // errors that name the file, the key and what was expected.
 #include "engine/builders.hpp"
 #include "engine/config.hpp"
+#include "engine/schema.hpp"
 
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+#include <cstdlib>
 #include <fstream>
+#include <functional>
+#include <sstream>
 
 using cac_engine::Config;
 namespace fs = std::filesystem;
@@ -80,20 +84,22 @@ TEST_CASE("config: errors name the file, the key, the expectation and the value"
       {"unknown.yaml", "optimizer: {type: sgd, lr: 0.01, momentun: 0.9}\n"},
   });
   const std::string bad = fs::weakly_canonical(dir / "bad_type.yaml").string();
-  CHECK_THROWS_WITH(Config::load(dir / "bad_type.yaml").get<double>("optimizer.lr"),
+  CHECK_THROWS_WITH(Config::load(dir / "bad_type.yaml"),
                     Catch::Contains("config error in " + bad + ": key 'optimizer.lr': expected a number but got 'fast'"));
-  CHECK_THROWS_WITH(Config::load(dir / "bad_type.yaml").get<int64_t>("schedule.iterations"),
+  CHECK_THROWS_WITH(Config::parse("optimizer: {lr: 0.1}").get<int64_t>("schedule.iterations"),
                     Catch::Contains("key 'schedule.iterations': expected an integer but it is missing"));
   CHECK_THROWS_WITH(Config::load(dir / "syntax.yaml"), Catch::Contains("syntax.yaml: invalid YAML at line"));
   CHECK_THROWS_WITH(Config::load(dir / "cycle_a.yaml"), Catch::Contains("expected an acyclic _base_ chain"));
   CHECK_THROWS_WITH(Config::load(dir / "missing_base.yaml"),
                     Catch::Contains("expected a config file at") && Catch::Contains("nowhere.yaml but it does not exist"));
   CHECK_THROWS_WITH(Config::load(dir / "list.yaml"), Catch::Contains("expected a mapping at the top level"));
-  const Config unknown = Config::load(dir / "unknown.yaml");
-  CHECK_THROWS_WITH(cac_engine::build_optimizer(unknown, *torch::nn::Linear(2, 2)),
-                    Catch::Contains("key 'optimizer.momentun': unknown key; expected one of type, lr, momentum"));
+  CHECK_THROWS_WITH(Config::load(dir / "unknown.yaml"),
+                    Catch::Contains("config error in " + fs::weakly_canonical(dir / "unknown.yaml").string() +
+                                    ": key 'optimizer.momentun': unknown key (did you mean 'optimizer.momentum'?); "
+                                    "expected one of type, lr, momentum, weight_decay, betas, eps, no_decay, grad_clip"));
   CHECK_THROWS_WITH(Config::parse("model: {name: pspnet, num_classes: 3}").get_choice("model.name", {"fcn_tiny"}),
-                    Catch::Contains("key 'model.name': expected one of fcn_tiny but got 'pspnet'"));
+                    Catch::Contains("key 'model.name': expected one of fcn_mobilenetv2") &&
+                        Catch::Contains("fcn_tiny but got 'pspnet'"));
 }
 
 TEST_CASE("config: learning-rate schedules follow mmcv's poly and linear warm-up", "[config]") {
@@ -112,17 +118,253 @@ TEST_CASE("config: learning-rate schedules follow mmcv's poly and linear warm-up
 }
 
 TEST_CASE("config: every shipped config loads and builds its model", "[config]") {
-  // Every file under configs/ (not _base_) names a zoo model and a known dataset type.
+  // Every file under configs/ (not _base_/) is valid for training and names a zoo model and a known
+  // dataset type (the Swin-B ones too: a substring match on "_base_" used to skip them).
   int64_t count = 0;
-  for (const auto& entry : fs::recursive_directory_iterator(CAC_CONFIGS_DIR)) {
-    if (entry.path().extension() != ".yaml" || entry.path().string().find("_base_") != std::string::npos) continue;
+  for (const auto& entry : fs::recursive_directory_iterator(cac_engine::configs_dir())) {
+    const auto parts = entry.path().lexically_relative(cac_engine::configs_dir());
+    if (entry.path().extension() != ".yaml" || *parts.begin() == "_base_") continue;
     INFO(entry.path().string());
     const Config config = Config::load(entry.path());
-    CHECK_NOTHROW(config.get_choice("model.name", cac_models::model_names()));
+    CHECK_NOTHROW(config.validate(cac_engine::Use::Training));
+    CHECK_NOTHROW(cac_engine::model_options(config));
     CHECK_NOTHROW(cac_engine::dataset_options(config, "train"));
     CHECK_NOTHROW(cac_engine::train_pipeline(config));
     CHECK_NOTHROW(cac_engine::LrSchedule(config));
     ++count;
   }
-  CHECK(count >= 4);
+  CHECK(count >= 48);  // 22 ADE20K, 22 COCO-Stuff, 4 context-shift
+}
+
+namespace {
+
+// A complete, valid config (the trainer tests' tiny run), `overrides` applied with --set.
+Config tiny(const std::vector<std::string>& overrides = {}) {
+  Config config = Config::parse(R"(
+model: {name: fcn_tiny, num_classes: 4}
+data:
+  type: context_shift
+  root: /tmp/cac_config_test_data
+  context_shift: {num_classes: 4, image_size: 32, num_train: 24, num_val: 6}
+  train_pipeline: {img_scale: [32, 32], ratio_range: [0.75, 1.25], crop_size: [32, 32], cat_max_ratio: 1.0}
+  test_pipeline: {img_scale: [32, 32]}
+  batch_size: 4
+optimizer: {type: sgd, lr: 0.05}
+schedule: {iterations: 100}
+)", "tiny.yaml");
+  for (const auto& assignment : overrides) config.set(assignment);
+  return config;
+}
+
+}  // namespace
+
+TEST_CASE("config: validate() rejects every invalid value, naming the source, key and value", "[config]") {
+  CHECK_NOTHROW(tiny().validate());
+  // (override, the message after "config error in --set: ")
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {"runtime.checkpoint_interval=-5", "key 'runtime.checkpoint_interval': expected an integer >= 0 but got '-5'"},
+      {"evaluation.interval=-1", "key 'evaluation.interval': expected an integer >= 0 but got '-1'"},
+      {"data.train_pipeline.flip_prob=2", "key 'data.train_pipeline.flip_prob': expected a number in [0, 1] but got '2'"},
+      {"model.cac_loss.kl_weight=-1", "key 'model.cac_loss.kl_weight': expected a number >= 0 but got '-1'"},
+      {"model.cac_loss.kl.teacher_weight=1.5", "key 'model.cac_loss.kl.teacher_weight': expected a number in [0, 1] but got '1.5'"},
+      {"runtime.keep_last=0", "key 'runtime.keep_last': expected an integer >= 1 but got '0'"},
+      {"data.normalize.std=[0, 0, 0]", "key 'data.normalize.std': expected a list of 3 numbers, each > 0 but got a list [0, 0, 0]"},
+      {"data.normalize.std=[1, 1]", "key 'data.normalize.std': expected a list of 3 numbers but got a list [1, 1]"},
+      {"evaluation.mode=Whole", "key 'evaluation.mode': expected one of whole, slide but got 'Whole'"},
+      {"model.cac_head.oracle_scope=pixel", "key 'model.cac_head.oracle_scope': expected one of batch, image but got 'pixel'"},
+      {"model.dropout_ratio=1", "key 'model.dropout_ratio': expected a number in [0, 1) but got '1'"},
+      {"data.batch_size=0", "key 'data.batch_size': expected an integer >= 1 but got '0'"},
+      {"optimizer.lr=.nan", "key 'optimizer.lr': expected a number but got '.nan'"},
+      {"model.cac=maybe", "key 'model.cac': expected a boolean but got 'maybe'"},
+      {"evaluation.scales=[]", "key 'evaluation.scales': expected a non-empty list but got a list []"},
+      {"data.train_pipeline.crop_size=[64]", "key 'data.train_pipeline.crop_size': expected a list of 2 integers but got a list [64]"},
+      {"modle.cac=false", "key 'modle': unknown key (did you mean 'model'?); expected one of model, data, optimizer, schedule, runtime, evaluation"},
+      {"model.flip_prob=0.5", "key 'model.flip_prob': unknown key (did you mean 'data.train_pipeline.flip_prob'?)"},
+      {"runtime.device=cuda", "key 'runtime.device': unknown key; expected one of seed, log_interval, checkpoint_interval, keep_last, amp, amp_dtype"},
+      {"model.cac_loss.entropy_weighted=false", "key 'model.cac_loss.entropy_weighted': unknown key (did you mean 'model.cac_loss.kl.entropy_weighted'?)"},
+      {"model=3", "key 'model': expected a mapping of name, num_classes, cac"},
+      {"model.num_classes=7", "key 'model.num_classes': expected 4 (the classes of data.context_shift.num_classes) but got 7"},
+      {"data.train_pipeline.ratio_range=[2.0, 1.0]", "key 'data.train_pipeline.ratio_range': expected {min, max} with min <= max but got a list [2.0, 1.0]"},
+      {"evaluation={mode: slide, crop: [32, 32], stride: [48, 16]}", "key 'evaluation.stride': expected a stride within evaluation.crop [32, 32] (windows would leave gaps) but got [48, 16]"},
+  };
+  for (const auto& [assignment, message] : cases) {
+    INFO(assignment);
+    CHECK_THROWS_WITH(tiny({assignment}).validate(), Catch::Contains("config error in --set: " + message));
+  }
+  // The dataset type fixes the classes: ADE20K has 150.
+  CHECK_THROWS_WITH(tiny({"data.type=ade20k"}).validate(),
+                    Catch::Contains("config error in tiny.yaml: key 'model.num_classes': expected 150 (the classes of data.type 'ade20k') but got 4"));
+  CHECK_NOTHROW(tiny({"data.type=ade20k", "model.num_classes=150"}).validate());
+  CHECK_NOTHROW(tiny({"data.classes=[a, b, c, d]", "data.type=custom", "data.train_img_dir=i", "data.train_ann_dir=a",
+                      "data.val_img_dir=i", "data.val_ann_dir=a"})
+                    .validate());
+  CHECK_THROWS_WITH(tiny({"data.classes=[a, b, c, d]", "data.type=custom"}).validate(),
+                    Catch::Contains("key 'data.val_img_dir': expected a string for data.type 'custom' but it is missing"));
+  // Required keys: the optimizer and schedule for training only.
+  const Config evaluation = Config::parse("model: {name: fcn_tiny, num_classes: 6}\ndata: {type: context_shift, root: d}", "eval.yaml");
+  CHECK_NOTHROW(evaluation.validate(cac_engine::Use::Evaluation));
+  CHECK_THROWS_WITH(evaluation.validate(), Catch::Contains("config error in eval.yaml: key 'optimizer.type': expected a string but it is missing"));
+  CHECK_THROWS_WITH(Config::parse("optimizer: {type: sgd}").validate(cac_engine::Use::Evaluation),
+                    Catch::Contains("key 'model.name': expected a string but it is missing"));
+  CHECK_NOTHROW(Config::parse("optimizer: {type: sgd}").validate(cac_engine::Use::Any));
+  // Values are also checked when read, for configs built with parse() and set().
+  CHECK_THROWS_WITH(cac_engine::train_pipeline(tiny({"data.train_pipeline.flip_prob=-0.5"})),
+                    Catch::Contains("key 'data.train_pipeline.flip_prob': expected a number in [0, 1] but got '-0.5'"));
+}
+
+TEST_CASE("config: load() validates, and errors name the file or --set that gave the value", "[config]") {
+  const fs::path dir = write_files("origins", {
+      {"base.yaml", "data: {train_pipeline: {flip_prob: 0.5, crop_size: [32, 32]}}\noptimizer: {type: sgd, lr: 0.1}\n"},
+      {"bad_base.yaml", "runtime: {log_interval: 0}\n"},
+      {"child.yaml", "_base_: base.yaml\noptimizer: {lr: 0.2}\n"},
+      {"uses_bad.yaml", "_base_: bad_base.yaml\noptimizer: {lr: 0.2}\n"},
+      {"delete.yaml", "_base_: base.yaml\ndata: {train_pipeline: {_delete_: maybe, flip_prob: 0.1}}\n"},
+      {"twice.yaml", "optimizer:\n  lr: 0.1\n  type: sgd\n  lr: 0.2\n"},
+      {"nested_twice.yaml", "data: {train_pipeline: {flip_prob: 0.5}}\ndata: {batch_size: 2}\n"},
+      {"dir_base.yaml", "_base_: sub\n"},
+      {"sub/x.yaml", "{}\n"},
+  });
+  const auto file = [&](const std::string& name) { return fs::weakly_canonical(dir / name).string(); };
+  CHECK_NOTHROW(Config::load(dir / "child.yaml"));
+  CHECK_THROWS_WITH(Config::load(dir / "uses_bad.yaml"),
+                    Catch::Contains("config error in " + file("bad_base.yaml") +
+                                    ": key 'runtime.log_interval': expected an integer >= 1 but got '0'"));
+  CHECK_THROWS_WITH(Config::load(dir / "child.yaml", {"data.train_pipeline.flip_prob=3"}),
+                    Catch::Contains("config error in --set: key 'data.train_pipeline.flip_prob'"));
+  // A mapping set with --set replaces the file's: its keys are blamed on --set, not on base.yaml.
+  CHECK_THROWS_WITH(Config::load(dir / "child.yaml", {"data.train_pipeline={crop_size: [0, 32]}"}),
+                    Catch::Contains("config error in --set: key 'data.train_pipeline.crop_size': expected a list of 2 integers, each > 0"));
+  CHECK_THROWS_WITH(Config::load(dir / "delete.yaml"),
+                    Catch::Contains("config error in " + file("delete.yaml") +
+                                    ": key 'data.train_pipeline._delete_': expected a boolean but got 'maybe'"));
+  CHECK_THROWS_WITH(Config::load(dir / "twice.yaml"),
+                    Catch::Contains("config error in " + file("twice.yaml") +
+                                    ": key 'optimizer.lr' is given twice (lines 2 and 4); remove one of them"));
+  CHECK_THROWS_WITH(Config::load(dir / "nested_twice.yaml"), Catch::Contains("key 'data' is given twice (lines 1 and 2)"));
+  CHECK_THROWS_WITH(Config::parse("a: 1\na: 2\n", "inline"), Catch::Contains("config error in inline: key 'a' is given twice"));
+  CHECK_THROWS_WITH(Config::load(dir / "child.yaml", {"optimizer={lr: 1, lr: 2}"}),
+                    Catch::Contains("config error in --set: key 'optimizer.lr' is given twice"));
+  CHECK_THROWS_WITH(Config::load(dir / "dir_base.yaml"), Catch::Contains("sub but it is a directory"));
+}
+
+TEST_CASE("config: get() takes the schema's defaults; undeclared keys are programming errors", "[config]") {
+  const Config empty;
+  // The schema's defaults are the options structs' own (declared from them), so builders of an
+  // empty config give the default options.
+  const cac_data::TrainPipelineOptions train;
+  const auto pipeline = cac_engine::train_pipeline(empty);
+  CHECK(pipeline.img_scale() == train.img_scale());
+  CHECK(pipeline.ratio_range() == train.ratio_range());
+  CHECK(pipeline.crop_size() == train.crop_size());
+  CHECK(pipeline.cat_max_ratio() == train.cat_max_ratio());
+  CHECK(pipeline.flip_prob() == 0.5);
+  CHECK(pipeline.photometric() == train.photometric());
+  CHECK(pipeline.normalize().std() == train.normalize().std());
+  const auto inference = cac_engine::inference_options(empty);
+  CHECK(inference.mode() == "whole");
+  CHECK(inference.stride() == std::vector<int64_t>{341, 341});
+  CHECK(inference.scales() == std::vector<double>{1.0});
+  const auto shift = cac_engine::context_shift_options(empty);
+  CHECK(shift.shift_strength() == cac_data::ContextShiftOptions().shift_strength());
+  CHECK(shift.stripe_contrast() == cac_data::ContextShiftOptions().stripe_contrast());
+  CHECK(empty.get<int64_t>("runtime.keep_last") == 3);
+  CHECK(empty.get<int64_t>("runtime.log_interval") == 50);
+  CHECK(empty.get<std::string>("model.pretrained").empty());
+  CHECK(empty.get<double>("schedule.min_lr") == 1e-4);
+  CHECK(empty.get<int64_t>("runtime.keep_last", 3) == 3);  // the older form, fallback == default
+  CHECK_THROWS_WITH(empty.get<int64_t>("runtime.keep_last", 5), Catch::Contains("differs from the schema's default 3"));
+  CHECK_THROWS_WITH(empty.get<double>("runtime.learning_rate"),
+                    Catch::Contains("config key 'runtime.learning_rate' is read but not declared in the schema"));
+  CHECK_THROWS_WITH(empty.get<int64_t>("optimizer.lr"), Catch::Contains("declared as float but read as an integer"));
+  CHECK_THROWS_WITH(empty.get<double>("optimizer.lr"), Catch::Contains("key 'optimizer.lr': expected a number but it is missing"));
+  // A derived default: the caller's fallback.
+  CHECK(empty.get<double>("optimizer.weight_decay", 0.01) == 0.01);
+  CHECK(tiny({"optimizer.weight_decay=0.3"}).get<double>("optimizer.weight_decay", 0.01) == 0.3);
+}
+
+TEST_CASE("config: every option of the library's head and loss is reachable from YAML", "[config]") {
+  using Options = cac_models::ModelOptions;
+  const Options defaults = cac_engine::model_options(tiny());
+  CHECK(defaults.cac_head.tau() == 15.0);
+  CHECK(defaults.cac_head.oracle_scope() == cac::OracleScope::Batch);
+  CHECK(defaults.cac_loss.kl().teacher_weight() == cac::EntropyAwareKLOptions().teacher_weight());
+  CHECK(defaults.cac_loss.kl().entropy_weighted());
+  CHECK(defaults.cac_loss.kl().class_wise());
+  CHECK_FALSE(defaults.dropout_ratio.has_value());
+  // (override, the option it must change, read back)
+  const std::vector<std::tuple<std::string, std::function<double(const Options&)>, double>> cases{
+      {"model.num_classes=4", [](const Options& o) { return double(o.num_classes); }, 4},
+      {"model.cac=true", [](const Options& o) { return double(o.cac); }, 1},
+      {"model.sync_bn=true", [](const Options& o) { return double(o.norm.sync()); }, 1},
+      {"model.dropout_ratio=0.25", [](const Options& o) { return o.dropout_ratio.value_or(-1); }, 0.25},
+      {"model.cac_head.tau=20", [](const Options& o) { return o.cac_head.tau(); }, 20},
+      {"model.cac_head.hidden_channels=7", [](const Options& o) { return double(o.cac_head.hidden_channels()); }, 7},
+      {"model.cac_head.oracle_scope=image", [](const Options& o) { return double(o.cac_head.oracle_scope() == cac::OracleScope::Image); }, 1},
+      {"model.cac_loss.kl_weight=0.5", [](const Options& o) { return o.cac_loss.kl_weight(); }, 0.5},
+      {"model.cac_loss.logits_weight=0.25", [](const Options& o) { return o.cac_loss.logits_weight(); }, 0.25},
+      {"model.cac_loss.context_weight=0", [](const Options& o) { return o.cac_loss.context_weight(); }, 0},
+      {"model.cac_loss.oracle_weight=2", [](const Options& o) { return o.cac_loss.oracle_weight(); }, 2},
+      {"model.cac_loss.kl.teacher_weight=1", [](const Options& o) { return o.cac_loss.kl().teacher_weight(); }, 1},
+      {"model.cac_loss.kl.entropy_weighted=false", [](const Options& o) { return double(o.cac_loss.kl().entropy_weighted()); }, 0},
+      {"model.cac_loss.kl.class_wise=false", [](const Options& o) { return double(o.cac_loss.kl().class_wise()); }, 0},
+  };
+  for (const auto& [assignment, read, value] : cases) {
+    INFO(assignment);
+    const Options options = cac_engine::model_options(tiny({"model.num_classes=6", "data.context_shift.num_classes=6", assignment}));
+    if (assignment != "model.num_classes=4") CHECK(read(defaults) != value);  // the key changes the option
+    CHECK(read(options) == value);
+  }
+  // Every key of model.cac_head and model.cac_loss is one of the cases above.
+  for (const auto& spec : cac_engine::config_schema()) {
+    if (spec.name.rfind("model.cac_", 0) != 0) continue;
+    INFO(spec.name);
+    CHECK(std::any_of(cases.begin(), cases.end(), [&](const auto& c) { return std::get<0>(c).rfind(spec.name + "=", 0) == 0; }));
+  }
+  // They reach the built model's head.
+  const auto model = cac_engine::build_model(
+      tiny({"model.cac=true", "model.cac_head.tau=20", "model.cac_head.hidden_channels=7", "model.cac_head.oracle_scope=image"}));
+  std::ostringstream printed;
+  printed << *model;
+  CHECK_THAT(printed.str(), Catch::Contains("hidden_channels=7, tau=20, oracle_scope=Image"));
+}
+
+TEST_CASE("config: docs/training.md's key table is the schema's", "[config]") {
+  const fs::path docs = fs::path(CAC_TEST_SOURCE_DIR) / ".." / "docs" / "training.md";
+  std::ifstream stream(docs);
+  REQUIRE(stream.good());
+  std::string line, table;
+  bool in_keys = false;
+  while (std::getline(stream, line)) {
+    if (line == "### Keys") in_keys = true;
+    else if (in_keys && line.rfind("#", 0) == 0) break;
+    else if (in_keys && line.rfind("|", 0) == 0) table += line + "\n";
+  }
+  const std::string expected = cac_engine::config_keys_markdown();
+  if (table != expected) {
+    const fs::path out = fs::temp_directory_path() / "cac_config_keys.md";
+    std::ofstream(out) << expected;
+    FAIL_CHECK("docs/training.md's table under '### Keys' differs from the schema; the schema's table is in " << out.string());
+  }
+  CHECK(std::count(table.begin(), table.end(), '\n') == static_cast<long>(cac_engine::config_schema().size()) + 2);
+}
+
+TEST_CASE("config: configs_dir() finds installed configs, the source tree's, or $CAC_CONFIGS_DIR", "[config]") {
+  const fs::path dir = write_files("configs_dir", {{"prefix/share/cac/configs/a.yaml", "{}\n"}, {"own/b.yaml", "{}\n"}});
+  fs::create_directories(dir / "prefix" / "bin");
+  const char* saved = std::getenv("CAC_CONFIGS_DIR");
+  const std::string saved_value = saved ? saved : "";
+  unsetenv("CAC_CONFIGS_DIR");
+  CHECK(cac_engine::configs_dir(dir / "prefix" / "bin" / "cac-demo") == fs::weakly_canonical(dir / "prefix/share/cac/configs"));
+  // Not installed (the build tree): the source tree's.
+  const fs::path source = fs::weakly_canonical(fs::path(CAC_TEST_SOURCE_DIR) / ".." / "configs");
+  CHECK(cac_engine::configs_dir(dir / "build" / "cac-demo") == source);
+  CHECK(cac_engine::configs_dir() == source);  // this test program runs from the build tree
+  setenv("CAC_CONFIGS_DIR", (dir / "own").c_str(), 1);
+  CHECK(cac_engine::configs_dir(dir / "prefix" / "bin" / "cac-demo") == fs::weakly_canonical(dir / "own"));
+  setenv("CAC_CONFIGS_DIR", (dir / "nowhere").c_str(), 1);
+  CHECK_THROWS_WITH(cac_engine::configs_dir(),
+                    Catch::Contains("expected the shipped configs in " + (dir / "nowhere").string()) &&
+                        Catch::Contains("CAC_CONFIGS_DIR"));
+  if (saved) setenv("CAC_CONFIGS_DIR", saved_value.c_str(), 1);
+  else unsetenv("CAC_CONFIGS_DIR");
 }
