@@ -151,17 +151,3 @@ TEST_CASE("OracleScope prints its name", "[options]") {
   REQUIRE(printed(cac::OracleScope::Image) == "Image");
   REQUIRE(c10::str("scope=", cac::OracleScope::Image) == "scope=Image");
 }
-
-TEST_CASE("version macros", "[options]") {
-  // Golden values: include/cac/version.hpp (the first release, 0.1.0).
-  STATIC_REQUIRE(CAC_VERSION_MAJOR == 0);
-  STATIC_REQUIRE(CAC_VERSION_MINOR == 1);
-  STATIC_REQUIRE(CAC_VERSION_PATCH == 0);
-#if !(CAC_VERSION_MAJOR >= 0 && CAC_VERSION_MINOR >= 0 && CAC_VERSION_PATCH >= 0)
-#error "CAC_VERSION_* must be usable in preprocessor conditions"
-#endif
-  // The umbrella header exposes them (they are plain integer literals).
-  REQUIRE(std::to_string(CAC_VERSION_MAJOR) + "." + std::to_string(CAC_VERSION_MINOR) + "." +
-              std::to_string(CAC_VERSION_PATCH) ==
-          "0.1.0");
-}

@@ -15,7 +15,12 @@
 #include <sstream>
 #include <string>
 
+#if !(CAC_VERSION_MAJOR >= 0 && CAC_VERSION_MINOR >= 0 && CAC_VERSION_PATCH >= 0)
+#error "CAC_VERSION_* must be usable in preprocessor conditions"
+#endif
+
 TEST_CASE("version: cac's version macros", "[version]") {
+  // One source: CMake's project(VERSION), which also refuses to configure when version.hpp differs.
   std::ostringstream version;
   version << CAC_VERSION_MAJOR << "." << CAC_VERSION_MINOR << "." << CAC_VERSION_PATCH;
   CHECK(version.str() == CAC_TEST_PROJECT_VERSION);
