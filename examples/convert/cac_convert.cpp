@@ -4,7 +4,8 @@
 // Reads a PyTorch checkpoint without Python, renames its keys as cac's model zoo names them
 // (cac_models::convert_state_dict, examples/models/converters.hpp), optionally loads it into a
 // zoo model and prints the report (missing / unexpected / shape-mismatched keys), and writes OUT
-// as a plain dict of tensors that both cac and Python's torch.load read. Exit code 1 when --strict and the model does not match.
+// as a plain dict of tensors that both cac and Python's torch.load read. Exit code 1 when --strict
+// and the model does not match.
 
 #include <cac/io/io.hpp>
 #include <models/converters.hpp>

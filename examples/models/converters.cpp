@@ -87,7 +87,8 @@ at::Tensor swin_reduction_to_mmseg(const at::Tensor& weight) {
   TORCH_CHECK(weight.dim() == 2 && weight.size(1) % 4 == 0, "cac_models::swin_reduction_to_mmseg: expected a ",
               "weight of shape [out, 4C] but got ", weight.sizes());
   const int64_t out = weight.size(0), in = weight.size(1);
-  return weight.reshape({out, 4, in / 4}).index_select(1, unfold_order()).transpose(1, 2).reshape({out, in}).contiguous();
+  return weight.reshape({out, 4, in / 4}).index_select(1, unfold_order()).transpose(1, 2).reshape({out, in})
+      .contiguous();
 }
 
 at::Tensor swin_norm_to_mmseg(const at::Tensor& weight) {
