@@ -2,17 +2,20 @@
 //             [--num-classes N] [--strict]] [--entry KEY]
 //
 // Reads a PyTorch checkpoint without Python, renames its keys as cac's model zoo names them
-// (cac::io::convert_state_dict), optionally loads it into a zoo model and prints the report
-// (missing / unexpected / shape-mismatched keys), and writes OUT as a plain dict of tensors that
-// both cac and Python's torch.load read. Exit code 1 when --strict and the model does not match.
+// (cac_models::convert_state_dict, examples/models/converters.hpp), optionally loads it into a
+// zoo model and prints the report (missing / unexpected / shape-mismatched keys), and writes OUT
+// as a plain dict of tensors that both cac and Python's torch.load read. Exit code 1 when --strict
+// and the model does not match.
 
 #include <cac/io/io.hpp>
+#include <models/converters.hpp>
 #include <models/registry.hpp>
 
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
 #include <iostream>
+#include <sstream>
 #include <string>
 
 int main(int argc, char** argv) {
@@ -22,7 +25,9 @@ int main(int argc, char** argv) {
   int64_t num_classes = 150;
   app.add_option("IN", in, "input checkpoint (torch.save zip format)")->required();
   app.add_option("OUT", out, "output checkpoint (a dict of tensors)")->required();
-  app.add_option("--from", from, "mmseg | cac | backbone | mmcls | swin | torchvision")->capture_default_str();
+  std::ostringstream sources;
+  for (const auto& name : cac_models::checkpoint_source_names()) sources << (sources.tellp() > 0 ? " | " : "") << name;
+  app.add_option("--from", from, sources.str())->capture_default_str();
   app.add_option("--model", model_name, "load into this zoo model and report (see cac-info)");
   app.add_flag("--cac", with_cac, "the model has the context-aware classifier");
   app.add_option("--num-classes", num_classes, "classes of the model")->capture_default_str();
@@ -30,10 +35,10 @@ int main(int argc, char** argv) {
   app.add_option("--entry", entry, "top-level entry holding the state dict (default: state_dict/model/module/top)");
   CLI11_PARSE(app, argc, argv);
   try {
-    const auto source = cac::io::checkpoint_source(from);
+    const auto source = cac_models::checkpoint_source(from);
     const auto checkpoint = cac::io::read_checkpoint(in);
     const auto weights = checkpoint.state_dict(cac::io::ReadOptions().entry(entry));
-    const auto converted = cac::io::convert_state_dict(weights, source);
+    const auto converted = cac_models::convert_state_dict(weights, source);
     std::cout << "read " << weights.size() << " tensors from " << in << " (" << source << "), " << converted.size()
               << " after conversion\n";
     if (const auto* meta = checkpoint.root()->find("meta")) std::cout << "meta: " << meta->repr(2, 6) << "\n";

@@ -1,9 +1,10 @@
 // cac-zoo-keys-check KEYS.json...: for each key list that tests/fixtures/io/make_io_fixtures.py
 // transcribed from mmsegmentation's module definitions, builds the zoo model it names and checks
 // that a checkpoint with exactly those keys and shapes loads strictly (official CAC lists through
-// cac::io::convert_state_dict). Prints the load report; exit code 1 on any mismatch.
+// cac_models::convert_state_dict). Prints the load report; exit code 1 on any mismatch.
 
 #include <cac/io/io.hpp>
+#include <models/converters.hpp>
 #include <models/registry.hpp>
 
 #include <nlohmann/json.hpp>
@@ -22,7 +23,7 @@ int main(int argc, char** argv) {
                                   key.find("num_batches_tracked") != std::string::npos ? torch::kLong : torch::kFloat);
     }
     const bool official = std::string(argv[i]).find("cac_official") != std::string::npos;
-    if (official) weights = cac::io::convert_state_dict(weights, cac::io::CheckpointSource::OfficialCAC);
+    if (official) weights = cac_models::convert_state_dict(weights, cac_models::CheckpointSource::OfficialCAC);
     cac_models::ModelOptions options;
     options.num_classes = json["num_classes"].get<int64_t>();
     options.cac = json["cac"].get<bool>();

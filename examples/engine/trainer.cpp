@@ -5,6 +5,7 @@
 #include "data/loader.hpp"
 #include "eval/inference.hpp"
 #include "eval/visualize.hpp"
+#include "models/converters.hpp"
 
 #include <cac/io/io.hpp>
 
@@ -238,7 +239,7 @@ std::string load_pretrained(torch::nn::Module& model, const std::filesystem::pat
     // Not a checkpoint of this engine: a PyTorch one.
   }
   const cac::io::StateDict state_dict =
-      cac::io::convert_state_dict(cac::io::read_state_dict(path.string()), cac::io::checkpoint_source(source));
+      cac_models::convert_state_dict(cac::io::read_state_dict(path.string()), cac_models::checkpoint_source(source));
   const cac::io::LoadReport report = cac::io::load_state_dict(model, state_dict, cac::io::LoadOptions().strict(false));
   TORCH_CHECK(!report.loaded_keys.empty(), "cac: expected ", path.string(), " (as ", source,
               ") to share keys with the model but none matched:\n", report.to_string());

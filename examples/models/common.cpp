@@ -116,7 +116,9 @@ torch::Tensor resize(const torch::Tensor& x, at::IntArrayRef size, bool align_co
              align_corners));
 }
 
-void BackboneImpl::set_norms_eval() {
+void BackboneImpl::train(bool on) {
+  torch::nn::Module::train(on);
+  if (!norm_eval()) return;
   for (const auto& module : modules()) {
     if (auto* norm = module->as<Norm2dImpl>()) norm->eval();
   }

@@ -167,11 +167,14 @@ class BackboneImpl : public torch::nn::Module {
   virtual std::vector<torch::Tensor> forward(const torch::Tensor& x) = 0;
   /// Channels of each output stage.
   virtual std::vector<int64_t> out_channels() const = 0;
+  /// Sets training mode; with `norm_eval()` every batch norm of the backbone then goes back to
+  /// eval mode (mmseg `norm_eval`: frozen running statistics while the rest trains).
+  void train(bool on = true) override;
 
  protected:
-  /// Puts every batch norm of this backbone in eval mode (mmseg `norm_eval`: frozen running
-  /// statistics while the rest trains); backbones call it from `train`.
-  void set_norms_eval();
+  /// Whether the backbone keeps its batch norms in eval mode (its options' `norm_eval`).
+  /// Default: false
+  virtual bool norm_eval() const { return false; }
 };
 
 /// Writes `values` as `(a, b, c)` (for `pretty_print`).

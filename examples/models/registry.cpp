@@ -22,13 +22,25 @@ constexpr const char* kWho = "cac_models::make_model";
 /// Width d of every Table 1 decode head.
 constexpr int64_t kChannels = 512;
 
+/// A head's common options without CAC: `in_channels`, width `channels`, the model's classes and norm.
+DecodeHeadOptions plain_head(std::vector<int64_t> in_channels, int64_t channels, const ModelOptions& options) {
+  return DecodeHeadOptions(std::move(in_channels), channels, options.num_classes).norm(options.norm);
+}
+
+/// The options of a head that takes the model's CAC settings (`cac`, `cac_head`, `cac_loss`).
+DecodeHeadOptions cac_head(std::vector<int64_t> in_channels, int64_t channels, const ModelOptions& options) {
+  return plain_head(std::move(in_channels), channels, options)
+      .cac(options.cac)
+      .cac_head(options.cac_head)
+      .cac_loss(options.cac_loss);
+}
+
 /// The auxiliary head of every Table 1 model but OCRNet: FCNHead on stage 2, one 3×3 conv of
 /// 256 channels, no concatenation, dropout 0.1, loss weight 0.4.
 std::shared_ptr<DecodeHeadImpl> auxiliary_fcn(int64_t in_channels, const ModelOptions& options) {
-  return std::make_shared<FCNHeadImpl>(FCNHeadOptions(DecodeHeadOptions({in_channels}, 256, options.num_classes)
+  return std::make_shared<FCNHeadImpl>(FCNHeadOptions(plain_head({in_channels}, 256, options)
                                                           .in_index({2})
-                                                          .loss_weight(0.4)
-                                                          .norm(options.norm))
+                                                          .loss_weight(0.4))
                                            .num_convs(1)
                                            .concat_input(false));
 }
@@ -37,10 +49,7 @@ std::shared_ptr<DecodeHeadImpl> auxiliary_fcn(int64_t in_channels, const ModelOp
 EncoderDecoder fcn(std::shared_ptr<BackboneImpl> backbone, const ModelOptions& options) {
   const auto channels = backbone->out_channels();
   auto head = std::make_shared<FCNHeadImpl>(
-      FCNHeadOptions(DecodeHeadOptions({channels.at(3)}, kChannels, options.num_classes)
-                         .in_index({3})
-                         .cac(options.cac).cac_head(options.cac_head).cac_loss(options.cac_loss)
-                         .norm(options.norm))
+      FCNHeadOptions(cac_head({channels.at(3)}, kChannels, options).in_index({3}))
           .num_convs(2)
           .concat_input(true));
   return EncoderDecoder(backbone, head, auxiliary_fcn(channels.at(2), options));
@@ -51,11 +60,7 @@ EncoderDecoder fcn(std::shared_ptr<BackboneImpl> backbone, const ModelOptions& o
 EncoderDecoder deeplabv3plus(std::shared_ptr<BackboneImpl> backbone, const ModelOptions& options) {
   const auto channels = backbone->out_channels();
   auto head = std::make_shared<DepthwiseSeparableASPPHeadImpl>(DepthwiseSeparableASPPHeadOptions(
-      DecodeHeadOptions({channels.at(3)}, kChannels, options.num_classes)
-          .in_index({3})
-          .cac(options.cac).cac_head(options.cac_head).cac_loss(options.cac_loss)
-          .norm(options.norm),
-      channels.at(0), 48));
+      cac_head({channels.at(3)}, kChannels, options).in_index({3}), channels.at(0), 48));
   return EncoderDecoder(backbone, head, auxiliary_fcn(channels.at(2), options));
 }
 
@@ -63,11 +68,9 @@ EncoderDecoder deeplabv3plus(std::shared_ptr<BackboneImpl> backbone, const Model
 EncoderDecoder upernet(std::shared_ptr<BackboneImpl> backbone, const ModelOptions& options) {
   const auto channels = backbone->out_channels();
   TORCH_CHECK(channels.size() == 4, kWho, ": expected a backbone with 4 output stages but got ", channels.size());
-  auto head = std::make_shared<UPerHeadImpl>(UPerHeadOptions(DecodeHeadOptions(channels, kChannels, options.num_classes)
+  auto head = std::make_shared<UPerHeadImpl>(UPerHeadOptions(cac_head(channels, kChannels, options)
                                                                  .in_index({0, 1, 2, 3})
-                                                                 .input_transform(InputTransform::MultipleSelect)
-                                                                 .cac(options.cac).cac_head(options.cac_head).cac_loss(options.cac_loss)
-                                                                 .norm(options.norm)));
+                                                                 .input_transform(InputTransform::MultipleSelect)));
   return EncoderDecoder(backbone, head, auxiliary_fcn(channels.at(2), options));
 }
 
@@ -78,21 +81,18 @@ EncoderDecoder ocrnet(std::shared_ptr<BackboneImpl> backbone, const ModelOptions
   const auto channels = backbone->out_channels();
   TORCH_CHECK(channels.size() == 4, kWho, ": expected a backbone with 4 output stages but got ", channels.size());
   const int64_t sum = std::accumulate(channels.begin(), channels.end(), int64_t{0});
-  auto first = std::make_shared<FCNHeadImpl>(FCNHeadOptions(DecodeHeadOptions(channels, sum, options.num_classes)
+  auto first = std::make_shared<FCNHeadImpl>(FCNHeadOptions(plain_head(channels, sum, options)
                                                                 .in_index({0, 1, 2, 3})
                                                                 .input_transform(InputTransform::ResizeConcat)
                                                                 .dropout_ratio(-1)
-                                                                .loss_weight(0.4)
-                                                                .norm(options.norm))
+                                                                .loss_weight(0.4))
                                                  .num_convs(1)
                                                  .kernel_size(1)
                                                  .concat_input(false));
-  auto second = std::make_shared<OCRHeadImpl>(OCRHeadOptions(DecodeHeadOptions(channels, kChannels, options.num_classes)
+  auto second = std::make_shared<OCRHeadImpl>(OCRHeadOptions(cac_head(channels, kChannels, options)
                                                                  .in_index({0, 1, 2, 3})
                                                                  .input_transform(InputTransform::ResizeConcat)
-                                                                 .dropout_ratio(-1)
-                                                                 .cac(options.cac).cac_head(options.cac_head).cac_loss(options.cac_loss)
-                                                                 .norm(options.norm))
+                                                                 .dropout_ratio(-1))
                                                   .ocr_channels(256));
   return EncoderDecoder(backbone, std::vector<std::shared_ptr<DecodeHeadImpl>>{first, second});
 }
@@ -122,14 +122,11 @@ std::shared_ptr<BackboneImpl> swin(const SwinTransformerOptions& swin_options) {
 }
 
 /// The small model of the bundled context-shift dataset: `SimpleConvNet` (16, 32, 48; output
-/// stride 4) and an
-/// FCNHead of width d = 48 (one 3×3 conv, no concatenation, dropout 0.1), no auxiliary head.
+/// stride 4) and an FCNHead of width d = 48 (one 3×3 conv, no concatenation, dropout 0.1), no auxiliary head.
 EncoderDecoder fcn_tiny(const ModelOptions& options) {
   auto backbone = std::make_shared<SimpleConvNetImpl>(SimpleConvNetOptions().strides({2, 2, 1}).norm(options.norm));
   const int64_t width = backbone->out_channels().back();
-  auto head = std::make_shared<FCNHeadImpl>(FCNHeadOptions(DecodeHeadOptions({width}, width, options.num_classes)
-                                                               .cac(options.cac).cac_head(options.cac_head).cac_loss(options.cac_loss)
-                                                               .norm(options.norm))
+  auto head = std::make_shared<FCNHeadImpl>(FCNHeadOptions(cac_head({width}, width, options))
                                                 .num_convs(1)
                                                 .concat_input(false));
   return EncoderDecoder(backbone, head);
@@ -178,7 +175,6 @@ const Entry& find(const std::string& name) {
   std::ostringstream known;
   for (const auto& entry : entries()) known << (known.tellp() > 0 ? ", " : "") << entry.name;
   TORCH_CHECK(false, kWho, ": expected a model name among ", known.str(), " but got '", name, "'");
-  throw;  // unreachable
 }
 
 }  // namespace

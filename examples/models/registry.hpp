@@ -30,8 +30,8 @@ struct ModelOptions {
   NormOptions norm{};
   /// The context-aware head's settings (τ, oracle scope, bottleneck width; channels and classes
   /// come from the head).
-  /// Default: the released heads' (τ 15, oracle pooled over the batch, bottleneck d/2)
-  cac::ContextAwareHeadOptions cac_head{0, 0};
+  /// Default: CACHeadSettings() (the released heads': τ 15, oracle pooled over the batch, bottleneck d/2)
+  CACHeadSettings cac_head{};
   /// The CAC objective's term weights and KL settings.
   /// Default: cac::ContextAwareLossOptions()
   cac::ContextAwareLossOptions cac_loss{};

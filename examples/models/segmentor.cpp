@@ -5,9 +5,16 @@ namespace cac_models {
 namespace {
 constexpr const char* kWho = "cac_models::EncoderDecoder";
 
-void add_prefixed(std::map<std::string, torch::Tensor>& all, const std::map<std::string, torch::Tensor>& losses,
-                  const std::string& prefix) {
-  for (const auto& entry : losses) all[prefix + "." + entry.first] = entry.second;
+/// Adds the head's terms to `all` under `prefix.` and its `total` to `total`.
+void add_head(std::map<std::string, torch::Tensor>& all, torch::Tensor& total,
+              const std::map<std::string, torch::Tensor>& losses, const std::string& prefix) {
+  for (const auto& [name, value] : losses) {
+    if (name == "total") {
+      total = total.defined() ? total + value : value;
+    } else {
+      all[prefix + "." + name] = value;
+    }
+  }
 }
 }  // namespace
 
@@ -52,13 +59,15 @@ torch::Tensor EncoderDecoderImpl::forward(const torch::Tensor& images) {
   for (size_t i = 1; i < heads_.size(); ++i) {
     out = std::static_pointer_cast<CascadeDecodeHeadImpl>(heads_[i])->forward_test(x, out);
   }
-  return resize(out, images.sizes().slice(2), heads_.back()->options.align_corners());
+  return resize(out, images.sizes().slice(2), align_corners());
 }
 
 std::map<std::string, torch::Tensor> EncoderDecoderImpl::forward_branches(const torch::Tensor& images,
                                                                           const torch::Tensor& labels) {
   TORCH_CHECK(labels.dim() == 3 && labels.size(0) == images.size(0), kWho,
               ": expected labels of shape [", images.size(0), ", H, W] but got ", labels.sizes());
+  TORCH_CHECK(has_cac(), kWho, ": expected a model whose last decode head has the context-aware classifier ",
+              "for forward_branches but it has none");
   const std::vector<torch::Tensor> x = extract_features(images);
   torch::Tensor features;
   if (!is_cascade()) {
@@ -71,7 +80,7 @@ std::map<std::string, torch::Tensor> EncoderDecoderImpl::forward_branches(const 
     features = std::static_pointer_cast<CascadeDecodeHeadImpl>(heads_.back())->features(x, prev);
   }
   std::map<std::string, torch::Tensor> out = heads_.back()->branches(features, labels);
-  for (auto& entry : out) entry.second = resize(entry.second, images.sizes().slice(2), heads_.back()->options.align_corners());
+  for (auto& entry : out) entry.second = resize(entry.second, images.sizes().slice(2), align_corners());
   return out;
 }
 
@@ -81,22 +90,21 @@ std::map<std::string, torch::Tensor> EncoderDecoderImpl::forward_train(const tor
               ": expected labels of shape [", images.size(0), ", H, W] but got ", labels.sizes());
   const std::vector<torch::Tensor> x = extract_features(images);
   std::map<std::string, torch::Tensor> all;
+  torch::Tensor total;
   if (!is_cascade()) {
-    add_prefixed(all, decode_head->forward_train(x, labels), "decode");
+    add_head(all, total, decode_head->forward_train(x, labels), "decode");
   } else {
-    add_prefixed(all, heads_.front()->forward_train(x, labels), "decode_0");
+    add_head(all, total, heads_.front()->forward_train(x, labels), "decode_0");
     // As mmseg's CascadeEncoderDecoder: each later head reads the previous head's test output,
     // computed again (in training mode, with gradients).
     torch::Tensor prev = heads_.front()->forward_test(x);
     for (size_t i = 1; i < heads_.size(); ++i) {
       auto head = std::static_pointer_cast<CascadeDecodeHeadImpl>(heads_[i]);
-      add_prefixed(all, head->forward_train(x, prev, labels), "decode_" + std::to_string(i));
+      add_head(all, total, head->forward_train(x, prev, labels), "decode_" + std::to_string(i));
       if (i + 1 < heads_.size()) prev = head->forward_test(x, prev);
     }
   }
-  if (auxiliary_head) add_prefixed(all, auxiliary_head->forward_train(x, labels), "aux");
-  torch::Tensor total;
-  for (const auto& entry : all) total = total.defined() ? total + entry.second : entry.second;
+  if (auxiliary_head) add_head(all, total, auxiliary_head->forward_train(x, labels), "aux");
   all["total"] = total;
   return all;
 }

@@ -1,6 +1,7 @@
-// cac::io::load_state_dict, state_dict_of and the key conversions (mmseg, official CAC, backbones,
-// official Swin), including mmseg-shaped checkpoints synthesized from key lists that
-// tests/fixtures/io/make_io_fixtures.py transcribed from mmsegmentation's module definitions.
+// cac::io::load_state_dict, state_dict_of and key maps, including an mmseg-shaped checkpoint
+// synthesized from a key list that tests/fixtures/io/make_io_fixtures.py transcribed from
+// mmsegmentation's module definitions. The zoo's checkpoint conversions are tested with the zoo
+// (tests/models/test_converters.cpp).
 
 #include "io/io_test_support.hpp"
 
@@ -134,26 +135,6 @@ TEST_CASE("prefix stripping and key maps", "[io][load]") {
   }
 }
 
-TEST_CASE("the official CAC keys map to the context-aware head", "[io][convert]") {
-  const auto mmseg = read_json(fixture("mmseg_fcn_mobilenetv2.keys.json"))["keys"];
-  const auto official = read_json(fixture("mmseg_fcn_mobilenetv2_cac_official.keys.json"))["keys"];
-  const auto converted = cac::io::convert_state_dict(synthesize(official), cac::io::CheckpointSource::OfficialCAC);
-  CHECK(converted.size() == mmseg.size() + 6);
-  for (const auto& [key, shape] : mmseg.items()) CHECK(converted.count(key) == 1);
-  CHECK(converted.at("decode_head.cac.context_projector.0.weight").sizes().vec() == std::vector<int64_t>{256, 1024});
-  CHECK(converted.at("decode_head.cac.context_projector.2.weight").sizes().vec() == std::vector<int64_t>{512, 256});
-  CHECK(converted.at("decode_head.cac.oracle_projector.2.bias").sizes().vec() == std::vector<int64_t>{512});
-  CHECK(converted.count("decode_head.proj.0.weight") == 0);
-  SECTION("OCRNet's cascade head") {
-    const auto map = cac::io::official_cac_key_map();
-    const auto options = cac::io::LoadOptions().key_map(map);
-    CHECK(cac::io::map_key("decode_head.1.apd_proj.2.bias", options) == "decode_head.1.cac.oracle_projector.2.bias");
-    CHECK(cac::io::map_key("decode_head.0.convs.0.conv.weight", options) == "decode_head.0.convs.0.conv.weight");
-    CHECK(cac::io::map_key("backbone.stages.0.blocks.0.attn.w_msa.proj.weight", options) ==
-          "backbone.stages.0.blocks.0.attn.w_msa.proj.weight");
-  }
-}
-
 TEST_CASE("an mmseg-shaped FCN-MobileNetV2 checkpoint round-trips bit-exactly", "[io][mmseg]") {
   const auto keys = read_json(fixture("mmseg_fcn_mobilenetv2.keys.json"));
   CHECK(keys["keys"].size() == 334);  // 306 backbone + 20 decode + 8 auxiliary keys (see the script)
@@ -167,59 +148,4 @@ TEST_CASE("an mmseg-shaped FCN-MobileNetV2 checkpoint round-trips bit-exactly", 
     CHECK(back.at(key).sizes() == t.sizes());
     CHECK(torch::equal(back.at(key), t));
   }
-}
-
-TEST_CASE("backbone checkpoints get the backbone prefix", "[io][convert]") {
-  cac::io::StateDict sd{{"stem.0.weight", torch::ones(1)}, {"layer1.0.conv1.weight", torch::ones(1)},
-                        {"fc.weight", torch::ones(1)}};
-  using Source = cac::io::CheckpointSource;
-  SECTION("open-mmlab ResNetV1c / msra HRNet") {
-    const auto out = cac::io::convert_state_dict(sd, Source::Backbone);
-    CHECK(out.size() == 2);
-    CHECK(out.count("backbone.stem.0.weight") == 1);
-    CHECK(out.count("backbone.layer1.0.conv1.weight") == 1);
-  }
-  SECTION("mmcls MobileNetV2 already carries backbone.") {
-    cac::io::StateDict mmcls{{"backbone.conv1.conv.weight", torch::ones(1)}, {"head.fc.weight", torch::ones(1)}};
-    const auto out = cac::io::convert_state_dict(mmcls, Source::MMCls);
-    CHECK(out.size() == 1);
-    CHECK(out.count("backbone.conv1.conv.weight") == 1);
-  }
-  SECTION("names") {
-    CHECK(cac::io::checkpoint_source("swin") == Source::OfficialSwin);
-    CHECK_THAT(error_of([] { cac::io::checkpoint_source("detectron"); }), Catch::Contains("but got 'detectron'"));
-  }
-}
-
-TEST_CASE("official Swin keys convert as mmseg's swin_converter does", "[io][convert]") {
-  cac::io::StateDict sd{
-      {"patch_embed.proj.weight", torch::zeros({96, 3, 4, 4})},
-      {"patch_embed.norm.weight", torch::zeros(96)},
-      {"layers.0.blocks.0.attn.qkv.weight", torch::zeros({288, 96})},
-      {"layers.0.blocks.0.attn.relative_position_index", torch::zeros({49, 49}, torch::kLong)},
-      {"layers.0.blocks.0.mlp.fc1.bias", torch::zeros(384)},
-      {"layers.0.blocks.0.mlp.fc2.weight", torch::zeros({96, 384})},
-      {"layers.0.blocks.1.attn_mask", torch::zeros({64, 49, 49})},
-      {"layers.0.downsample.reduction.weight", torch::arange(8, torch::kFloat).reshape({1, 8})},
-      {"layers.0.downsample.norm.bias", torch::arange(8, torch::kFloat)},
-      {"norm.weight", torch::zeros(768)},
-      {"head.weight", torch::zeros({1000, 768})}};
-  const auto out = cac::io::convert_state_dict(sd, cac::io::CheckpointSource::OfficialSwin);
-  std::vector<std::string> keys;
-  for (const auto& entry : out) keys.push_back(entry.first);
-  const std::vector<std::string> expected = {"backbone.norm.weight",
-                                             "backbone.patch_embed.norm.weight",
-                                             "backbone.patch_embed.projection.weight",
-                                             "backbone.stages.0.blocks.0.attn.w_msa.qkv.weight",
-                                             "backbone.stages.0.blocks.0.attn.w_msa.relative_position_index",
-                                             "backbone.stages.0.blocks.0.ffn.layers.0.0.bias",
-                                             "backbone.stages.0.blocks.0.ffn.layers.1.weight",
-                                             "backbone.stages.0.blocks.1.attn_mask",
-                                             "backbone.stages.0.downsample.norm.bias",
-                                             "backbone.stages.0.downsample.reduction.weight"};
-  CHECK(keys == expected);
-  // Hand derivation for C = 2: [0..7] -> reshape(4, 2) -> rows (0, 2, 1, 3) -> transpose -> flatten.
-  const auto order = torch::tensor({0, 4, 2, 6, 1, 5, 3, 7}, torch::kFloat);
-  CHECK(torch::equal(out.at("backbone.stages.0.downsample.reduction.weight"), order.reshape({1, 8})));
-  CHECK(torch::equal(out.at("backbone.stages.0.downsample.norm.bias"), order));
 }

@@ -339,12 +339,15 @@ TEST_CASE("heads: baseline loss_ce follows mmseg 0.x (mean over all pixels, igno
   torch::Tensor labels = torch::randint(0, kClasses, {2, 16, 16}, torch::kLong);
   labels.slice(1, 0, 8).fill_(255);  // half the pixels ignored
   const auto losses = head.losses(f, labels);
-  REQUIRE(losses.size() == 1);
+  REQUIRE(losses.size() == 2);  // loss_ce (detached, for logging) and total (what trains)
   // Reference: valid-pixel mean × valid fraction (here 1/2), times the loss weight.
   const torch::Tensor up = resize(head.logits(f), {16, 16}, false);
   const torch::Tensor valid_mean = torch::nn::functional::cross_entropy(
       up, labels, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(255));
   CHECK(losses.at("loss_ce").item<double>() == Approx(0.4 * 0.5 * valid_mean.item<double>()).epsilon(1e-6));
+  CHECK(losses.at("total").item<double>() == losses.at("loss_ce").item<double>());
+  CHECK_FALSE(losses.at("loss_ce").requires_grad());
+  CHECK(losses.at("total").requires_grad());
 
   // With CAC: the four terms of cac::ContextAwareLoss, each times the loss weight.
   FCNHeadImpl cac_head(FCNHeadOptions(single(3).loss_weight(0.4).dropout_ratio(0).cac(true)));
@@ -358,6 +361,22 @@ TEST_CASE("heads: baseline loss_ce follows mmseg 0.x (mean over all pixels, igno
   CHECK(terms.at("loss_pre_self").item<double>() == Approx(0.4 * reference.logits_ce.item<double>()));
   CHECK(terms.at("loss_pre").item<double>() == Approx(0.4 * reference.oracle_ce.item<double>()));
   CHECK(terms.at("loss_kl").item<double>() == Approx(0.4 * reference.kl.item<double>()));
+  CHECK(terms.at("total").item<double>() == Approx(0.4 * reference.total.item<double>()));
+  CHECK(terms.at("total").item<double>() ==
+        Approx(0.4 * (reference.context_ce + reference.logits_ce + reference.oracle_ce + reference.kl).item<double>()));
+
+  // A zero-weight term is reported as 0 and stays out of the total and its gradient, as
+  // cac::ContextAwareLoss decides (the head only multiplies by its loss weight).
+  FCNHeadImpl no_kl(FCNHeadOptions(
+      single(3).loss_weight(0.4).dropout_ratio(0).cac(true).cac_loss(cac::ContextAwareLossOptions().kl_weight(0))));
+  no_kl.train();
+  const auto partial = no_kl.losses(f, labels);
+  const auto expected = cac::ContextAwareLoss(cac::ContextAwareLossOptions().kl_weight(0))
+                            ->forward(no_kl.cac->forward_train(f, no_kl.conv_seg->weight, no_kl.logits(f), labels), labels);
+  CHECK(partial.at("loss_kl").item<double>() == 0.0);
+  CHECK(expected.kl.item<double>() > 0.0);
+  CHECK(partial.at("total").item<double>() ==
+        Approx(0.4 * (expected.context_ce + expected.logits_ce + expected.oracle_ce).item<double>()));
 }
 
 TEST_CASE("heads: two SGD steps lower the loss for every head family", "[heads]") {

@@ -115,10 +115,10 @@ TEST_CASE("registry: heads and key names of the Table 1 models", "[registry]") {
                             "auxiliary_head.convs.0.conv.weight", "auxiliary_head.conv_seg.bias"}) {
       CHECK(names.count(key) == 1);
     }
-    CHECK(model->decode_head->options.in_channels() == std::vector<int64_t>{320});
-    CHECK(model->decode_head->options.dropout_ratio() == 0.1);
-    CHECK(model->auxiliary_head->options.in_channels() == std::vector<int64_t>{96});
-    CHECK(model->auxiliary_head->options.loss_weight() == 0.4);
+    CHECK(model->decode_head->decode_options().in_channels() == std::vector<int64_t>{320});
+    CHECK(model->decode_head->decode_options().dropout_ratio() == 0.1);
+    CHECK(model->auxiliary_head->decode_options().in_channels() == std::vector<int64_t>{96});
+    CHECK(model->auxiliary_head->decode_options().loss_weight() == 0.4);
     CHECK_FALSE(model->auxiliary_head->cac);
   }
   {
@@ -131,8 +131,8 @@ TEST_CASE("registry: heads and key names of the Table 1 models", "[registry]") {
                             "decode_head.1.cac.context_projector.2.weight"}) {
       CHECK(names.count(key) == 1);
     }
-    CHECK(model->decode_heads()[0]->options.channels() == 270);
-    CHECK(model->decode_heads()[0]->options.loss_weight() == 0.4);
+    CHECK(model->decode_heads()[0]->decode_options().channels() == 270);
+    CHECK(model->decode_heads()[0]->decode_options().loss_weight() == 0.4);
     CHECK_FALSE(model->decode_heads()[0]->cac);
     CHECK(model->decode_heads()[1]->cac);
     CHECK_FALSE(model->decode_heads()[1]->dropout);

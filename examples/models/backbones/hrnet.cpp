@@ -154,17 +154,17 @@ void HRModuleImpl::pretty_print(std::ostream& stream) const {
 
 // ---- HRNet -------------------------------------------------------------------------------------
 
-HRNetImpl::HRNetImpl(std::vector<HRNetStage> stages, const HRNetOptions& options)
-    : stages_(std::move(stages)), options_(options) {
+HRNetImpl::HRNetImpl(std::vector<HRNetStage> stages, const HRNetOptions& options_)
+    : stages_(std::move(stages)), options(options_) {
   TORCH_CHECK(stages_.size() == 4, kWho, ": expected 4 stages but got ", stages_.size());
   for (size_t s = 0; s < stages_.size(); ++s) check_stage(stages_[s], s);
   TORCH_CHECK(stages_[0].num_blocks().size() == 1, kWho, ": expected stage1 to have a single branch but got ",
               stages_[0].num_blocks().size());
-  TORCH_CHECK(options_.in_channels() > 0, kWho, ": expected positive in_channels but got ",
-              options_.in_channels());
-  const NormOptions& norm = options_.norm();
+  TORCH_CHECK(options.in_channels() > 0, kWho, ": expected positive in_channels but got ",
+              options.in_channels());
+  const NormOptions& norm = options.norm();
 
-  conv1 = register_module("conv1", conv(options_.in_channels(), 64, 3, 2));
+  conv1 = register_module("conv1", conv(options.in_channels(), 64, 3, 2));
   bn1 = register_module("bn1", make_norm(64, norm));
   conv2 = register_module("conv2", conv(64, 64, 3, 2));
   bn2 = register_module("bn2", make_norm(64, norm));
@@ -205,7 +205,7 @@ HRNetImpl::HRNetImpl(std::vector<HRNetStage> stages, const HRNetOptions& options
     torch::nn::ModuleList modules;
     std::vector<int64_t> channels = current;
     for (int64_t m = 0; m < stage.num_modules(); ++m) {
-      const bool multiscale = !(s == 3 && !options_.multiscale_output() && m + 1 == stage.num_modules());
+      const bool multiscale = !(s == 3 && !options.multiscale_output() && m + 1 == stage.num_modules());
       HRModule module(stage, channels, multiscale, norm);
       channels = module->out_channels();
       modules->push_back(module);
@@ -217,8 +217,8 @@ HRNetImpl::HRNetImpl(std::vector<HRNetStage> stages, const HRNetOptions& options
 }
 
 std::vector<torch::Tensor> HRNetImpl::forward(const torch::Tensor& x) {
-  TORCH_CHECK(x.dim() == 4 && x.size(1) == options_.in_channels(), kWho, ": expected an input of shape [B, ",
-              options_.in_channels(), ", H, W] but got ", x.sizes());
+  TORCH_CHECK(x.dim() == 4 && x.size(1) == options.in_channels(), kWho, ": expected an input of shape [B, ",
+              options.in_channels(), ", H, W] but got ", x.sizes());
   torch::Tensor h = torch::relu(bn1->forward(conv1->forward(x)));
   h = torch::relu(bn2->forward(conv2->forward(h)));
   std::vector<torch::Tensor> y{layer1->forward(h)};
@@ -245,15 +245,10 @@ std::vector<torch::Tensor> HRNetImpl::forward(const torch::Tensor& x) {
 
 std::vector<int64_t> HRNetImpl::out_channels() const { return out_channels_; }
 
-void HRNetImpl::train(bool on) {
-  torch::nn::Module::train(on);
-  if (options_.norm_eval()) set_norms_eval();
-}
-
 void HRNetImpl::pretty_print(std::ostream& stream) const {
   stream << "cac_models::HRNet(channels=";
   print_list(stream, out_channels_);
-  stream << ", norm_eval=" << (options_.norm_eval() ? "true" : "false") << ")";
+  stream << ", norm_eval=" << (options.norm_eval() ? "true" : "false") << ")";
 }
 
 std::shared_ptr<BackboneImpl> make_hrnetv2(int64_t width, const HRNetOptions& options) {

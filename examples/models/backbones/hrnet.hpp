@@ -130,19 +130,14 @@ TORCH_MODULE(HRModule);
 class HRNetImpl : public BackboneImpl {
  public:
   /// A backbone with the 4 `stages` of mmseg's `extra` (stage 1 a single branch).
-  explicit HRNetImpl(std::vector<HRNetStage> stages, const HRNetOptions& options = {});
+  explicit HRNetImpl(std::vector<HRNetStage> stages, const HRNetOptions& options_ = {});
   std::vector<torch::Tensor> forward(const torch::Tensor& x) override;
   std::vector<int64_t> out_channels() const override;
-  /// Sets training mode; with `norm_eval` every batch norm stays in eval mode.
-  void train(bool on = true) override;
   /// Prints `cac_models::HRNet(channels=(18, 36, 72, 144), norm_eval=false)`.
   void pretty_print(std::ostream& stream) const override;
 
   /// The stages this backbone was built with.
   const std::vector<HRNetStage>& stages() const { return stages_; }
-  /// The options this backbone was built with.
-  const HRNetOptions& options() const { return options_; }
-
   /// Stem: 3×3 stride-2 conv `in_channels` → 64 (no bias), BN, ReLU, twice.
   torch::nn::Conv2d conv1{nullptr};
   /// Stem batch norm after `conv1` (mmseg `norm1`, named `bn1`).
@@ -159,9 +154,15 @@ class HRNetImpl : public BackboneImpl {
   /// `stage2`..`stage4`: `ModuleList`s of `HRModule`s.
   torch::nn::ModuleList stage2{nullptr}, stage3{nullptr}, stage4{nullptr};
 
+  /// The options this backbone was built with.
+  HRNetOptions options;
+
+ protected:
+  /// `options.norm_eval()`.
+  bool norm_eval() const override { return options.norm_eval(); }
+
  private:
   std::vector<HRNetStage> stages_;
-  HRNetOptions options_;
   std::vector<int64_t> out_channels_;
 };
 TORCH_MODULE(HRNet);

@@ -71,7 +71,7 @@ void InvertedResidualImpl::pretty_print(std::ostream& stream) const {
          << ", dilation=" << options.dilation() << ")";
 }
 
-MobileNetV2Impl::MobileNetV2Impl(const MobileNetV2Options& options) : options_(options) {
+MobileNetV2Impl::MobileNetV2Impl(const MobileNetV2Options& options_) : options(options_) {
   TORCH_CHECK(options.widen_factor() > 0, kWho, ": expected a positive widen_factor but got ", options.widen_factor());
   TORCH_CHECK(options.strides().size() == kLayers && options.dilations().size() == kLayers, kWho,
               ": expected 7 strides and 7 dilations but got ", options.strides().size(), " and ",
@@ -117,7 +117,7 @@ std::vector<torch::Tensor> MobileNetV2Impl::forward(const torch::Tensor& x) {
   torch::Tensor h = conv1->forward(x);
   std::vector<torch::Tensor> outs;
   size_t next = 0;
-  const auto& indices = options_.out_indices();
+  const auto& indices = options.out_indices();
   for (int64_t i = 0; i < kLayers && next < indices.size(); ++i) {
     h = layers[i]->forward(h);
     if (indices[next] == i) {
@@ -130,18 +130,13 @@ std::vector<torch::Tensor> MobileNetV2Impl::forward(const torch::Tensor& x) {
 
 std::vector<int64_t> MobileNetV2Impl::out_channels() const { return out_channels_; }
 
-void MobileNetV2Impl::train(bool on) {
-  torch::nn::Module::train(on);
-  if (options_.norm_eval()) set_norms_eval();
-}
-
 void MobileNetV2Impl::pretty_print(std::ostream& stream) const {
-  stream << "cac_models::MobileNetV2(widen_factor=" << options_.widen_factor() << ", strides=";
-  print_list(stream, options_.strides());
+  stream << "cac_models::MobileNetV2(widen_factor=" << options.widen_factor() << ", strides=";
+  print_list(stream, options.strides());
   stream << ", dilations=";
-  print_list(stream, options_.dilations());
+  print_list(stream, options.dilations());
   stream << ", out_indices=";
-  print_list(stream, options_.out_indices());
+  print_list(stream, options.out_indices());
   stream << ")";
 }
 

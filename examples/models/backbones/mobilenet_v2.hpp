@@ -95,24 +95,25 @@ struct MobileNetV2Options {
 /// (6, 160, 3), (6, 320, 1). 1,811,712 parameters at widen factor 1.
 class MobileNetV2Impl : public BackboneImpl {
  public:
-  explicit MobileNetV2Impl(const MobileNetV2Options& options = {});
+  explicit MobileNetV2Impl(const MobileNetV2Options& options_ = {});
   std::vector<torch::Tensor> forward(const torch::Tensor& x) override;
   std::vector<int64_t> out_channels() const override;
-  /// Sets training mode; with `norm_eval` every batch norm stays in eval mode.
-  void train(bool on = true) override;
   /// Prints `cac_models::MobileNetV2(widen_factor=1, strides=(...), dilations=(...), out_indices=(...))`.
   void pretty_print(std::ostream& stream) const override;
-
-  /// The options this backbone was built with.
-  const MobileNetV2Options& options() const { return options_; }
 
   /// Stem `ConvModule`.
   ConvModule conv1{nullptr};
   /// `layer1`..`layer7`.
   std::vector<torch::nn::Sequential> layers;
 
+  /// The options this backbone was built with.
+  MobileNetV2Options options;
+
+ protected:
+  /// `options.norm_eval()`.
+  bool norm_eval() const override { return options.norm_eval(); }
+
  private:
-  MobileNetV2Options options_;
   std::vector<int64_t> out_channels_;
 };
 TORCH_MODULE(MobileNetV2);

@@ -95,7 +95,7 @@ torch::nn::Sequential make_res_layer(ResidualBlockType block, int64_t in_channel
   return layer;
 }
 
-ResNetImpl::ResNetImpl(const ResNetOptions& options) : options_(options) {
+ResNetImpl::ResNetImpl(const ResNetOptions& options_) : options(options_) {
   const auto blocks = stage_blocks(options.depth());
   TORCH_CHECK(options.strides().size() == 4 && options.dilations().size() == 4, kWho,
               ": expected 4 strides and 4 dilations but got ", options.strides().size(), " and ",
@@ -137,8 +137,8 @@ ResNetImpl::ResNetImpl(const ResNetOptions& options) : options_(options) {
 }
 
 std::vector<torch::Tensor> ResNetImpl::forward(const torch::Tensor& x) {
-  TORCH_CHECK(x.dim() == 4 && x.size(1) == options_.in_channels(), kWho, ": expected an input of shape [B, ",
-              options_.in_channels(), ", H, W] but got ", x.sizes());
+  TORCH_CHECK(x.dim() == 4 && x.size(1) == options.in_channels(), kWho, ": expected an input of shape [B, ",
+              options.in_channels(), ", H, W] but got ", x.sizes());
   torch::Tensor h = stem ? stem->forward(x) : torch::relu(bn1->forward(conv1->forward(x)));
   h = torch::max_pool2d(h, 3, 2, 1);
   std::vector<torch::Tensor> outs;
@@ -151,17 +151,12 @@ std::vector<torch::Tensor> ResNetImpl::forward(const torch::Tensor& x) {
 
 std::vector<int64_t> ResNetImpl::out_channels() const { return out_channels_; }
 
-void ResNetImpl::train(bool on) {
-  torch::nn::Module::train(on);
-  if (options_.norm_eval()) set_norms_eval();
-}
-
 void ResNetImpl::pretty_print(std::ostream& stream) const {
-  stream << "cac_models::ResNet(depth=" << options_.depth() << ", deep_stem=" << (options_.deep_stem() ? "true" : "false")
+  stream << "cac_models::ResNet(depth=" << options.depth() << ", deep_stem=" << (options.deep_stem() ? "true" : "false")
          << ", strides=";
-  print_list(stream, options_.strides());
+  print_list(stream, options.strides());
   stream << ", dilations=";
-  print_list(stream, options_.dilations());
+  print_list(stream, options.dilations());
   stream << ")";
 }
 

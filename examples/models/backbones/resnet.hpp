@@ -128,16 +128,11 @@ struct ResNetOptions {
 /// parameters, outputs 256, 512, 1024, 2048 channels at strides 4, 8, 16, 32 (4, 8, 8, 8 for D8).
 class ResNetImpl : public BackboneImpl {
  public:
-  explicit ResNetImpl(const ResNetOptions& options);
+  explicit ResNetImpl(const ResNetOptions& options_);
   std::vector<torch::Tensor> forward(const torch::Tensor& x) override;
   std::vector<int64_t> out_channels() const override;
-  /// Sets training mode; with `norm_eval` every batch norm stays in eval mode.
-  void train(bool on = true) override;
   /// Prints `cac_models::ResNet(depth=50, deep_stem=true, strides=(1, 2, 2, 2), dilations=(1, 1, 1, 1))`.
   void pretty_print(std::ostream& stream) const override;
-
-  /// The options this backbone was built with.
-  const ResNetOptions& options() const { return options_; }
 
   /// Deep stem (null without `deep_stem`).
   torch::nn::Sequential stem{nullptr};
@@ -147,8 +142,14 @@ class ResNetImpl : public BackboneImpl {
   /// The four residual layers.
   torch::nn::Sequential layer1{nullptr}, layer2{nullptr}, layer3{nullptr}, layer4{nullptr};
 
+  /// The options this backbone was built with.
+  ResNetOptions options;
+
+ protected:
+  /// `options.norm_eval()`.
+  bool norm_eval() const override { return options.norm_eval(); }
+
  private:
-  ResNetOptions options_;
   std::vector<int64_t> out_channels_;
 };
 TORCH_MODULE(ResNet);

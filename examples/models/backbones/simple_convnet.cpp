@@ -2,7 +2,7 @@
 
 namespace cac_models {
 
-SimpleConvNetImpl::SimpleConvNetImpl(const SimpleConvNetOptions& options) : options_(options) {
+SimpleConvNetImpl::SimpleConvNetImpl(const SimpleConvNetOptions& options_) : options(options_) {
   TORCH_CHECK(!options.channels().empty(), "cac_models::SimpleConvNet: expected at least one stage but got none");
   stages = register_module("stages", torch::nn::ModuleList());
   TORCH_CHECK(options.strides().size() == options.channels().size(), "cac_models::SimpleConvNet: expected ",
@@ -20,8 +20,8 @@ SimpleConvNetImpl::SimpleConvNetImpl(const SimpleConvNetOptions& options) : opti
 }
 
 std::vector<torch::Tensor> SimpleConvNetImpl::forward(const torch::Tensor& x) {
-  TORCH_CHECK(x.dim() == 4 && x.size(1) == options_.in_channels(),
-              "cac_models::SimpleConvNet: expected an input of shape [B, ", options_.in_channels(),
+  TORCH_CHECK(x.dim() == 4 && x.size(1) == options.in_channels(),
+              "cac_models::SimpleConvNet: expected an input of shape [B, ", options.in_channels(),
               ", H, W] but got ", x.sizes());
   std::vector<torch::Tensor> outs;
   torch::Tensor h = x;
@@ -34,7 +34,7 @@ std::vector<torch::Tensor> SimpleConvNetImpl::forward(const torch::Tensor& x) {
 
 void SimpleConvNetImpl::pretty_print(std::ostream& stream) const {
   stream << "cac_models::SimpleConvNet(channels=";
-  print_list(stream, options_.channels());
+  print_list(stream, options.channels());
   stream << ")";
 }
 

@@ -32,17 +32,17 @@ struct SimpleConvNetOptions {
 /// `forward` returns every stage, sizes rounded up at each stride.
 class SimpleConvNetImpl : public BackboneImpl {
  public:
-  explicit SimpleConvNetImpl(const SimpleConvNetOptions& options = {});
+  explicit SimpleConvNetImpl(const SimpleConvNetOptions& options_ = {});
   std::vector<torch::Tensor> forward(const torch::Tensor& x) override;
-  std::vector<int64_t> out_channels() const override { return options_.channels(); }
+  std::vector<int64_t> out_channels() const override { return options.channels(); }
   /// Prints `cac_models::SimpleConvNet(channels=(16, 32, 48))`.
   void pretty_print(std::ostream& stream) const override;
 
   /// The stages, each a `NestedSequential` of two `ConvModule`s.
   torch::nn::ModuleList stages{nullptr};
 
- private:
-  SimpleConvNetOptions options_;
+  /// The options this backbone was built with.
+  SimpleConvNetOptions options;
 };
 TORCH_MODULE(SimpleConvNet);
 

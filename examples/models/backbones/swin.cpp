@@ -220,7 +220,7 @@ SwinBlockSequenceImpl::SwinBlockSequenceImpl(int64_t embed_dims, int64_t num_hea
 
 // ---- SwinTransformer ---------------------------------------------------------------------------
 
-SwinTransformerImpl::SwinTransformerImpl(const SwinTransformerOptions& options) : options_(options) {
+SwinTransformerImpl::SwinTransformerImpl(const SwinTransformerOptions& options_) : options(options_) {
   const auto& o = options;
   TORCH_CHECK(o.depths().size() == 4 && o.num_heads().size() == 4, kWho,
               ": expected 4 depths and 4 num_heads but got ", o.depths().size(), " and ", o.num_heads().size());
@@ -258,8 +258,8 @@ SwinTransformerImpl::SwinTransformerImpl(const SwinTransformerOptions& options) 
 }
 
 std::vector<torch::Tensor> SwinTransformerImpl::forward(const torch::Tensor& x) {
-  TORCH_CHECK(x.dim() == 4 && x.size(1) == options_.in_channels(), kWho, ": expected an input of shape [B, ",
-              options_.in_channels(), ", H, W] but got ", x.sizes());
+  TORCH_CHECK(x.dim() == 4 && x.size(1) == options.in_channels(), kWho, ": expected an input of shape [B, ",
+              options.in_channels(), ", H, W] but got ", x.sizes());
   auto embedded = patch_embed->forward(x);
   torch::Tensor tokens = drop_after_pos->forward(embedded.first);
   std::vector<int64_t> hw = std::move(embedded.second);
@@ -276,16 +276,16 @@ std::vector<torch::Tensor> SwinTransformerImpl::forward(const torch::Tensor& x) 
 
 std::vector<int64_t> SwinTransformerImpl::out_channels() const {
   std::vector<int64_t> channels;
-  for (int64_t i = 0; i < 4; ++i) channels.push_back(options_.embed_dims() << i);
+  for (int64_t i = 0; i < 4; ++i) channels.push_back(options.embed_dims() << i);
   return channels;
 }
 
 void SwinTransformerImpl::pretty_print(std::ostream& stream) const {
-  stream << "cac_models::SwinTransformer(embed_dims=" << options_.embed_dims() << ", depths=";
-  print_list(stream, options_.depths());
+  stream << "cac_models::SwinTransformer(embed_dims=" << options.embed_dims() << ", depths=";
+  print_list(stream, options.depths());
   stream << ", num_heads=";
-  print_list(stream, options_.num_heads());
-  stream << ", window_size=" << options_.window_size() << ")";
+  print_list(stream, options.num_heads());
+  stream << ", window_size=" << options.window_size() << ")";
 }
 
 }  // namespace cac_models

@@ -178,14 +178,11 @@ TORCH_MODULE(SwinBlockSequence);
 /// (sizes rounded up at every stage).
 class SwinTransformerImpl : public BackboneImpl {
  public:
-  explicit SwinTransformerImpl(const SwinTransformerOptions& options = {});
+  explicit SwinTransformerImpl(const SwinTransformerOptions& options_ = {});
   std::vector<torch::Tensor> forward(const torch::Tensor& x) override;
   std::vector<int64_t> out_channels() const override;
   /// Prints `cac_models::SwinTransformer(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7)`.
   void pretty_print(std::ostream& stream) const override;
-
-  /// The options this backbone was built with.
-  const SwinTransformerOptions& options() const { return options_; }
 
   PatchEmbed patch_embed{nullptr};
   torch::nn::Dropout drop_after_pos{nullptr};
@@ -193,8 +190,8 @@ class SwinTransformerImpl : public BackboneImpl {
   /// `norm0`..`norm3`.
   std::vector<torch::nn::LayerNorm> norms;
 
- private:
-  SwinTransformerOptions options_;
+  /// The options this backbone was built with.
+  SwinTransformerOptions options;
 };
 TORCH_MODULE(SwinTransformer);
 

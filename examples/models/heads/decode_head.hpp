@@ -15,6 +15,7 @@
 #include <torch/types.h>
 
 #include <map>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -34,6 +35,29 @@ enum class InputTransform {
 
 /// Prints `Single`, `ResizeConcat` or `MultipleSelect`.
 std::ostream& operator<<(std::ostream& stream, InputTransform transform);
+
+/// The context-aware head's settings that a decode head does not derive from its own options
+/// (`channels`, `num_classes` and `ignore_index` come from `DecodeHeadOptions`).
+///
+/// ```
+/// DecodeHeadOptions({320}, 512, 150).cac(true).cac_head(CACHeadSettings().tau(10).hidden_channels(128));
+/// ```
+struct CACHeadSettings {
+  /// The library's options of a context-aware head with these settings on `channels` features and
+  /// `num_classes` classes, `ignore_index` marking unlabelled pixels.
+  cac::ContextAwareHeadOptions head_options(int64_t channels, int64_t num_classes, int64_t ignore_index) const;
+
+  /// Scale τ of the cosine classifiers (`cac::ContextAwareHeadOptions::tau`).
+  /// Default: 15.0
+  TORCH_ARG(double, tau) = cac::ContextAwareHeadOptions(1, 1).tau();
+  /// Pooling scope of the oracle prototypes (`cac::ContextAwareHeadOptions::oracle_scope`).
+  /// Default: cac::OracleScope::Batch
+  TORCH_ARG(cac::OracleScope, oracle_scope) = cac::ContextAwareHeadOptions(1, 1).oracle_scope();
+  /// Bottleneck width of both projectors; unset, the library's default `channels / 2` (the
+  /// released heads).
+  /// Default: std::nullopt
+  TORCH_ARG(std::optional<int64_t>, hidden_channels) = std::nullopt;
+};
 
 /// Options shared by every decode head (mmseg `BaseDecodeHead` arguments).
 ///
@@ -77,10 +101,9 @@ struct DecodeHeadOptions {
   /// head's final feature: inference returns pp and training adds the CAC loss terms.
   /// Default: false
   TORCH_ARG(bool, cac) = false;
-  /// Options of the context-aware head (`channels`/`num_classes`/`ignore_index` are taken from
-  /// this struct); used when `cac` is true.
-  /// Default: tau 15, oracle pooled over the batch, bottleneck d/2 (the released heads)
-  TORCH_ARG(cac::ContextAwareHeadOptions, cac_head) = cac::ContextAwareHeadOptions(0, 0);
+  /// Settings of the context-aware head; used when `cac` is true.
+  /// Default: CACHeadSettings() (τ 15, oracle pooled over the batch, bottleneck d/2: the released heads)
+  TORCH_ARG(CACHeadSettings, cac_head) = {};
   /// Options of the CAC objective (`align_corners`/`ignore_index` are taken from this struct);
   /// used when `cac` is true.
   /// Default: cac::ContextAwareLossOptions()
@@ -92,17 +115,30 @@ struct DecodeHeadOptions {
 
 /// The base of the decode heads (mmseg `BaseDecodeHead`): input selection, the classifier
 /// `conv_seg` (`Conv2d(channels, num_classes, 1)`), channel dropout, the losses, and with
-/// `options.cac` the context-aware classifier `cac` beside `conv_seg`.
+/// `cac` the context-aware classifier `cac` beside `conv_seg`.
 ///
 /// A head computes its final feature map f `[B, d, h, w]` in `features` (before dropout: the
 /// point where the released CAC heads hook in); this class turns f into logits and losses:
 /// p = conv_seg(Dropout2d(f)), inference returns pp (`cac`) or p, and training reports
 /// `loss_ce` (CE(pp) with `cac`, else CE(p)), plus `loss_pre_self` (CE(p)), `loss_pre` (CE(py))
 /// and `loss_kl` with `cac`, every term times `loss_weight`. See `DecodeHeadOptions`.
+///
+/// CAC is reached only through the library's public modules, as a user would: a
+/// `cac::ContextAwareHead` (`cac`) fed with `conv_seg`'s weight and logits, and a
+/// `cac::ContextAwareLoss` (`criterion`) whose `total` is what trains. (`cac::ContextAwareClassifier`
+/// would hold the classifier itself, renaming mmseg's keys `conv_seg.*` and `cac.*` that the
+/// released checkpoints use.)
+///
+/// Each head keeps its options in one public member `options` (e.g. `FCNHeadOptions`), whose
+/// `decode()` part this class reads and updates through `decode_options()`.
 class DecodeHeadImpl : public torch::nn::Module {
  public:
-  /// Checks the options and registers `conv_seg` (and `cac`). `who` names the head in messages.
-  DecodeHeadImpl(const DecodeHeadOptions& options_, std::string who);
+  /// Checks the common options and registers `conv_seg` (and `cac`). `who` names the head in
+  /// messages. The subclass keeps `options`; this class reads it through `decode_options()`.
+  DecodeHeadImpl(const DecodeHeadOptions& options, std::string who);
+
+  /// The head's common options (the `decode()` part of the subclass's `options`).
+  virtual const DecodeHeadOptions& decode_options() const = 0;
 
   /// The head's final feature map f `[B, channels, h, w]` for the backbone's stages `inputs`.
   virtual torch::Tensor features(const std::vector<torch::Tensor>& inputs) = 0;
@@ -111,12 +147,17 @@ class DecodeHeadImpl : public torch::nn::Module {
   torch::Tensor logits(const torch::Tensor& features);
   /// What inference uses for the features f: pp with `cac`, else p. `[B, num_classes, h, w]`.
   torch::Tensor predict(const torch::Tensor& features);
+  /// p, pp and py (`cac::ContextAwareHead::forward_train` on `conv_seg`) for the features f and
+  /// int64 labels `[B, H, W]`. Throws unless the head has `cac`.
+  cac::ContextAwareOutput forward_cac(const torch::Tensor& features, const torch::Tensor& labels);
   /// The three classifiers of a CAC head for the features f and labels `[B, H, W]`: `logits` (p),
   /// `context` (pp) and `oracle` (py, which needs the labels), `[B, num_classes, h, w]` each.
-  /// Throws unless `options.cac`. Used to evaluate the oracle branch.
+  /// Throws unless the head has `cac`. Used to evaluate the oracle branch.
   std::map<std::string, torch::Tensor> branches(const torch::Tensor& features, const torch::Tensor& labels);
-  /// Every loss term (already times `loss_weight`) for the features f and integer labels
-  /// `[B, H, W]` (any resolution; `ignore_index` marks unlabelled pixels).
+  /// The loss terms for the features f and int64 labels `[B, H, W]` (any resolution;
+  /// `ignore_index` marks unlabelled pixels), each times its weights and detached, for logging,
+  /// and `total`, what to back-propagate (with `cac`: `cac::ContextAwareLoss`'s total, which leaves
+  /// zero-weight terms out, times `loss_weight`).
   std::map<std::string, torch::Tensor> losses(const torch::Tensor& features, const torch::Tensor& labels);
 
   /// `predict(features(inputs))`: the head's inference output at the feature resolution.
@@ -127,7 +168,7 @@ class DecodeHeadImpl : public torch::nn::Module {
   /// Same as `forward_test`.
   torch::Tensor forward(const std::vector<torch::Tensor>& inputs) { return forward_test(inputs); }
 
-  /// Changes the channel-dropout ratio (< 1; ≤ 0 removes `dropout`), updating `options`.
+  /// Changes the channel-dropout ratio (< 1; ≤ 0 removes `dropout`), updating the options.
   void set_dropout_ratio(double ratio);
 
   /// Channels of the tensor `transform_inputs` returns (`Single`: the stage's channels,
@@ -143,24 +184,28 @@ class DecodeHeadImpl : public torch::nn::Module {
   /// head's own options (`pretty_print_options`).
   void pretty_print(std::ostream& stream) const override;
 
-  /// The options the head was built with.
-  DecodeHeadOptions options;
   /// The classifier C: `Conv2d(channels, num_classes, 1)`, weights N(0, 0.01), bias 0 (mmseg init).
   torch::nn::Conv2d conv_seg{nullptr};
   /// `Dropout2d(dropout_ratio)` (no parameters), null when the ratio is ≤ 0.
   torch::nn::Dropout2d dropout{nullptr};
-  /// The context-aware classifier (both projectors), null unless `options.cac`.
+  /// The context-aware classifier (both projectors), null unless `cac`.
   /// Keys `cac.context_projector.{0,2}.*` and `cac.oracle_projector.{0,2}.*`.
   cac::ContextAwareHead cac{nullptr};
+  /// The CAC objective (`cac_loss` with the head's `align_corners` and `ignore_index`); no
+  /// parameters, not registered. Null unless `cac`.
+  cac::ContextAwareLoss criterion{nullptr};
 
  protected:
+  /// The common options, writable (for `set_dropout_ratio`).
+  virtual DecodeHeadOptions& mutable_decode_options() = 0;
   /// Prints the subclass's own options as `, name=value` pairs inside `pretty_print`'s parentheses.
   virtual void pretty_print_options(std::ostream& /*stream*/) const {}
   /// The head's name in messages, e.g. `cac_models::FCNHead`.
   std::string who_;
 
  private:
-  cac::ContextAwareLoss criterion_{nullptr};
+  /// Registers `dropout` for `ratio` > 0, removes it otherwise.
+  void apply_dropout(double ratio);
 };
 
 /// The base of a head that also reads the previous head's logits (mmseg `BaseCascadeDecodeHead`),

@@ -44,14 +44,18 @@ class FCNHeadImpl : public DecodeHeadImpl {
   /// The final feature f `[B, channels, h, w]` of the selected input stage(s).
   torch::Tensor features(const std::vector<torch::Tensor>& inputs) override;
 
-  /// The head's own options.
-  FCNHeadOptions fcn_options;
+  /// The head's options (`options.decode()`: the common ones, see `decode_options()`).
+  FCNHeadOptions options;
+  /// `options.decode()`.
+  const DecodeHeadOptions& decode_options() const override { return options.decode(); }
   /// The `num_convs` ConvModules (empty when `num_convs` is 0).
   torch::nn::Sequential convs{nullptr};
   /// `ConvModule(in + channels → channels)` with `concat_input`, else null.
   ConvModule conv_cat{nullptr};
 
  protected:
+  /// `options.decode()`, writable.
+  DecodeHeadOptions& mutable_decode_options() override { return options.decode(); }
   /// `, num_convs=..., kernel_size=..., concat_input=..., dilation=...`.
   void pretty_print_options(std::ostream& stream) const override;
 };

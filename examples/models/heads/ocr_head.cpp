@@ -45,14 +45,13 @@ torch::Tensor spatial_gather(const torch::Tensor& features, const torch::Tensor&
 }
 
 OCRHeadImpl::OCRHeadImpl(const OCRHeadOptions& options_)
-    : CascadeDecodeHeadImpl(options_.decode(), "cac_models::OCRHead"), ocr_options(options_) {
-  TORCH_CHECK(ocr_options.ocr_channels() > 0, who_, ": expected positive ocr_channels but got ",
-              ocr_options.ocr_channels());
-  const int64_t c = options.channels();
+    : CascadeDecodeHeadImpl(options_.decode(), "cac_models::OCRHead"), options(options_) {
+  TORCH_CHECK(options.ocr_channels() > 0, who_, ": expected positive ocr_channels but got ", options.ocr_channels());
+  const int64_t c = options.decode().channels();
+  const NormOptions& norm = options.decode().norm();
   bottleneck = register_module(
-      "bottleneck", ConvModule(ConvModuleOptions(input_channels(), c, 3).padding(1).norm_options(options.norm())));
-  object_context_block =
-      register_module("object_context_block", ObjectAttentionBlock(c, ocr_options.ocr_channels(), options.norm()));
+      "bottleneck", ConvModule(ConvModuleOptions(input_channels(), c, 3).padding(1).norm_options(norm)));
+  object_context_block = register_module("object_context_block", ObjectAttentionBlock(c, options.ocr_channels(), norm));
 }
 
 torch::Tensor OCRHeadImpl::features(const std::vector<torch::Tensor>& inputs, const torch::Tensor& prev_logits) {
@@ -68,7 +67,7 @@ torch::Tensor OCRHeadImpl::features(const std::vector<torch::Tensor>& inputs, co
 }
 
 void OCRHeadImpl::pretty_print_options(std::ostream& stream) const {
-  stream << ", ocr_channels=" << ocr_options.ocr_channels();
+  stream << ", ocr_channels=" << options.ocr_channels();
 }
 
 }  // namespace cac_models

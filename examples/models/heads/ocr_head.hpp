@@ -68,14 +68,18 @@ class OCRHeadImpl : public CascadeDecodeHeadImpl {
   /// `[B, num_classes, h, w]` (at the transformed input's resolution).
   torch::Tensor features(const std::vector<torch::Tensor>& inputs, const torch::Tensor& prev_logits) override;
 
-  /// The head's own options.
-  OCRHeadOptions ocr_options;
+  /// The head's options (`options.decode()`: the common ones, see `decode_options()`).
+  OCRHeadOptions options;
+  /// `options.decode()`.
+  const DecodeHeadOptions& decode_options() const override { return options.decode(); }
   /// `ConvModule(in → channels, 3)`.
   ConvModule bottleneck{nullptr};
   /// The object attention block on `channels` with `ocr_channels`.
   ObjectAttentionBlock object_context_block{nullptr};
 
  protected:
+  /// `options.decode()`, writable.
+  DecodeHeadOptions& mutable_decode_options() override { return options.decode(); }
   /// `, ocr_channels=...`.
   void pretty_print_options(std::ostream& stream) const override;
 };

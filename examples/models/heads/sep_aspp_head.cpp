@@ -23,16 +23,16 @@ torch::Tensor DepthwiseSeparableConvModuleImpl::forward(const torch::Tensor& x) 
 }
 
 DepthwiseSeparableASPPHeadImpl::DepthwiseSeparableASPPHeadImpl(const DepthwiseSeparableASPPHeadOptions& options_)
-    : DecodeHeadImpl(options_.decode(), "cac_models::DepthwiseSeparableASPPHead"), aspp_options(options_) {
-  const int64_t in = input_channels(), c = options.channels();
-  const auto& norm = options.norm();
-  const auto& dilations = aspp_options.dilations();
+    : DecodeHeadImpl(options_.decode(), "cac_models::DepthwiseSeparableASPPHead"), options(options_) {
+  const int64_t in = input_channels(), c = decode_options().channels();
+  const auto& norm = decode_options().norm();
+  const auto& dilations = options.dilations();
   TORCH_CHECK(!dilations.empty(), who_, ": expected at least one dilation but got none");
-  TORCH_CHECK(aspp_options.c1_in_channels() >= 0 && aspp_options.c1_channels() >= 0, who_,
-              ": expected non-negative c1_in_channels and c1_channels but got ", aspp_options.c1_in_channels(), " and ",
-              aspp_options.c1_channels());
-  TORCH_CHECK(aspp_options.c1_in_channels() > 0 || aspp_options.c1_channels() == 0, who_,
-              ": expected c1_channels 0 without the c1 branch (c1_in_channels 0) but got ", aspp_options.c1_channels());
+  TORCH_CHECK(options.c1_in_channels() >= 0 && options.c1_channels() >= 0, who_,
+              ": expected non-negative c1_in_channels and c1_channels but got ", options.c1_in_channels(), " and ",
+              options.c1_channels());
+  TORCH_CHECK(options.c1_in_channels() > 0 || options.c1_channels() == 0, who_,
+              ": expected c1_channels 0 without the c1 branch (c1_in_channels 0) but got ", options.c1_channels());
 
   image_pool = register_module(
       "image_pool", torch::nn::Sequential(torch::nn::AdaptiveAvgPool2d(torch::nn::AdaptiveAvgPool2dOptions(1)),
@@ -50,15 +50,15 @@ DepthwiseSeparableASPPHeadImpl::DepthwiseSeparableASPPHeadImpl(const DepthwiseSe
   const auto branches = static_cast<int64_t>(dilations.size());
   bottleneck = register_module(
       "bottleneck", ConvModule(ConvModuleOptions((branches + 1) * c, c, 3).padding(1).norm_options(norm)));
-  if (aspp_options.c1_in_channels() > 0) {
+  if (options.c1_in_channels() > 0) {
     c1_bottleneck = register_module(
         "c1_bottleneck",
-        ConvModule(ConvModuleOptions(aspp_options.c1_in_channels(), aspp_options.c1_channels(), 1).norm_options(norm)));
+        ConvModule(ConvModuleOptions(options.c1_in_channels(), options.c1_channels(), 1).norm_options(norm)));
   }
   sep_bottleneck = register_module(
       "sep_bottleneck",
       torch::nn::Sequential(DepthwiseSeparableConvModule(
-                                DepthwiseSeparableConvModuleOptions(c + aspp_options.c1_channels(), c, 3).padding(1).norm(norm)),
+                                DepthwiseSeparableConvModuleOptions(c + options.c1_channels(), c, 3).padding(1).norm(norm)),
                             DepthwiseSeparableConvModule(DepthwiseSeparableConvModuleOptions(c, c, 3).padding(1).norm(norm))));
 }
 
@@ -67,7 +67,7 @@ torch::Tensor DepthwiseSeparableASPPHeadImpl::features(const std::vector<torch::
   const auto size = x.sizes().slice(2);
   std::vector<torch::Tensor> branches;
   branches.reserve(aspp_modules->size() + 1);
-  branches.push_back(resize(image_pool->forward(x), size, options.align_corners()));
+  branches.push_back(resize(image_pool->forward(x), size, decode_options().align_corners()));
   for (const auto& branch : *aspp_modules) {
     if (auto* conv = branch->as<ConvModuleImpl>()) {
       branches.push_back(conv->forward(x));
@@ -77,18 +77,18 @@ torch::Tensor DepthwiseSeparableASPPHeadImpl::features(const std::vector<torch::
   }
   torch::Tensor output = bottleneck->forward(torch::cat(branches, 1));
   if (c1_bottleneck) {
-    TORCH_CHECK(!inputs.empty() && inputs.front().dim() == 4 && inputs.front().size(1) == aspp_options.c1_in_channels(),
-                who_, ": expected backbone stage 0 of shape [B, ", aspp_options.c1_in_channels(),
+    TORCH_CHECK(!inputs.empty() && inputs.front().dim() == 4 && inputs.front().size(1) == options.c1_in_channels(),
+                who_, ": expected backbone stage 0 of shape [B, ", options.c1_in_channels(),
                 ", h, w] for the c1 branch but got ", inputs.empty() ? at::IntArrayRef() : inputs.front().sizes());
     const torch::Tensor c1 = c1_bottleneck->forward(inputs.front());
-    output = torch::cat({resize(output, c1.sizes().slice(2), options.align_corners()), c1}, 1);
+    output = torch::cat({resize(output, c1.sizes().slice(2), decode_options().align_corners()), c1}, 1);
   }
   return sep_bottleneck->forward(output);
 }
 
 void DepthwiseSeparableASPPHeadImpl::pretty_print_options(std::ostream& stream) const {
-  stream << ", c1_in_channels=" << aspp_options.c1_in_channels() << ", c1_channels=" << aspp_options.c1_channels()
-         << ", dilations=" << at::IntArrayRef(aspp_options.dilations());
+  stream << ", c1_in_channels=" << options.c1_in_channels() << ", c1_channels=" << options.c1_channels()
+         << ", dilations=" << at::IntArrayRef(options.dilations());
 }
 
 }  // namespace cac_models

@@ -98,8 +98,10 @@ class DepthwiseSeparableASPPHeadImpl : public DecodeHeadImpl {
   /// The final feature f `[B, channels, h0, w0]` at stage 0's resolution (with the c1 branch).
   torch::Tensor features(const std::vector<torch::Tensor>& inputs) override;
 
-  /// The head's own options.
-  DepthwiseSeparableASPPHeadOptions aspp_options;
+  /// The head's options (`options.decode()`: the common ones, see `decode_options()`).
+  DepthwiseSeparableASPPHeadOptions options;
+  /// `options.decode()`.
+  const DecodeHeadOptions& decode_options() const override { return options.decode(); }
   /// `AdaptiveAvgPool2d(1)`, `ConvModule(in → channels, 1)`.
   torch::nn::Sequential image_pool{nullptr};
   /// One branch per dilation: `ConvModule` (dilation 1) or `DepthwiseSeparableConvModule`.
@@ -113,6 +115,8 @@ class DepthwiseSeparableASPPHeadImpl : public DecodeHeadImpl {
   torch::nn::Sequential sep_bottleneck{nullptr};
 
  protected:
+  /// `options.decode()`, writable.
+  DecodeHeadOptions& mutable_decode_options() override { return options.decode(); }
   /// `, c1_in_channels=..., c1_channels=..., dilations=[...]`.
   void pretty_print_options(std::ostream& stream) const override;
 };

@@ -6,13 +6,13 @@
 namespace cac_models {
 
 UPerHeadImpl::UPerHeadImpl(const UPerHeadOptions& options_)
-    : DecodeHeadImpl(options_.decode(), "cac_models::UPerHead"), uper_options(options_) {
-  TORCH_CHECK(options.input_transform() == InputTransform::MultipleSelect, who_,
-              ": expected InputTransform::MultipleSelect but got ", options.input_transform());
-  const auto& in = options.in_channels();
-  const int64_t c = options.channels(), last = in.back();
-  const auto& norm = options.norm();
-  const auto& scales = uper_options.pool_scales();
+    : DecodeHeadImpl(options_.decode(), "cac_models::UPerHead"), options(options_) {
+  TORCH_CHECK(decode_options().input_transform() == InputTransform::MultipleSelect, who_,
+              ": expected InputTransform::MultipleSelect but got ", decode_options().input_transform());
+  const auto& in = decode_options().in_channels();
+  const int64_t c = decode_options().channels(), last = in.back();
+  const auto& norm = decode_options().norm();
+  const auto& scales = options.pool_scales();
   psp_modules = register_module("psp_modules", torch::nn::ModuleList());
   for (int64_t scale : scales) {
     TORCH_CHECK(scale > 0, who_, ": expected positive pool_scales but got ", at::IntArrayRef(scales));
@@ -36,7 +36,7 @@ UPerHeadImpl::UPerHeadImpl(const UPerHeadOptions& options_)
 
 torch::Tensor UPerHeadImpl::features(const std::vector<torch::Tensor>& inputs) {
   const std::vector<torch::Tensor> x = select_inputs(inputs);
-  const bool align = options.align_corners();
+  const bool align = decode_options().align_corners();
   const size_t levels = x.size();
 
   // Laterals, the last one being the pyramid pooling of the last stage.
@@ -63,7 +63,7 @@ torch::Tensor UPerHeadImpl::features(const std::vector<torch::Tensor>& inputs) {
 }
 
 void UPerHeadImpl::pretty_print_options(std::ostream& stream) const {
-  stream << ", pool_scales=" << at::IntArrayRef(uper_options.pool_scales());
+  stream << ", pool_scales=" << at::IntArrayRef(options.pool_scales());
 }
 
 }  // namespace cac_models

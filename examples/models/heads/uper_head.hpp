@@ -38,8 +38,10 @@ class UPerHeadImpl : public DecodeHeadImpl {
   /// The final feature f `[B, channels, h0, w0]` at the first selected stage's resolution.
   torch::Tensor features(const std::vector<torch::Tensor>& inputs) override;
 
-  /// The head's own options.
-  UPerHeadOptions uper_options;
+  /// The head's options (`options.decode()`: the common ones, see `decode_options()`).
+  UPerHeadOptions options;
+  /// `options.decode()`.
+  const DecodeHeadOptions& decode_options() const override { return options.decode(); }
   /// One `Sequential(AdaptiveAvgPool2d(scale), ConvModule(in_last → channels, 1))` per pool scale.
   torch::nn::ModuleList psp_modules{nullptr};
   /// `ConvModule(in_last + scales·channels → channels, 3)`.
@@ -52,6 +54,8 @@ class UPerHeadImpl : public DecodeHeadImpl {
   ConvModule fpn_bottleneck{nullptr};
 
  protected:
+  /// `options.decode()`, writable.
+  DecodeHeadOptions& mutable_decode_options() override { return options.decode(); }
   /// `, pool_scales=[...]`.
   void pretty_print_options(std::ostream& stream) const override;
 };

@@ -40,7 +40,7 @@
 namespace cac {
 namespace io {
 
-/// A state dict: tensors by dotted key (`backbone.conv1.conv.weight`), sorted by key.
+/// A state dict: tensors by dotted key (`layer1.0.conv1.weight`), sorted by key.
 using StateDict = std::map<std::string, at::Tensor>;
 
 /// Options of `cac::io::read_state_dict` and `cac::io::Checkpoint::state_dict`.

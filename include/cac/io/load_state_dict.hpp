@@ -2,9 +2,10 @@
 /// \file
 /// Loading a state dict into a module by key (`cac::io::load_state_dict`, like PyTorch's
 /// `Module.load_state_dict`, with a report of missing, unexpected and shape-mismatched keys),
-/// a module's own state dict (`cac::io::state_dict_of`), and the key conversions that bring
-/// mmsegmentation, official CAC and ImageNet-pretrained backbone checkpoints to cac's model zoo
-/// (`cac::io::convert_state_dict`). See docs/checkpoints.md.
+/// a module's own state dict (`cac::io::state_dict_of`) and prefix renaming by a caller-supplied
+/// key map (`cac::io::map_key`). Conversions of particular checkpoint families (mmsegmentation,
+/// the official CAC release, ImageNet backbones) belong to the models they describe: the example
+/// model zoo's are in examples/models/converters.hpp. See docs/checkpoints.md.
 
 #include <cac/io/checkpoint.hpp>
 
@@ -40,7 +41,7 @@ using KeyMap = std::vector<KeyRule>;
 ///
 /// ```
 /// auto report = cac::io::load_state_dict(*model, weights,
-///     cac::io::LoadOptions().strict(false).strip_prefix("module.").key_map(cac::io::official_cac_key_map()));
+///     cac::io::LoadOptions().strict(false).strip_prefix("module.").key_map({{"classifier.", "fc."}}));
 /// ```
 struct LoadOptions {
   /// Throw `c10::Error` (before copying anything) when a key is missing, unexpected or of another
@@ -144,10 +145,10 @@ inline StateDict state_dict_of(const torch::nn::Module& module) {
 /// With `options.strict()` any of those throws `c10::Error` listing them, and nothing is copied.
 ///
 /// ```
-/// auto model = cac_models::make_model("fcn_mobilenetv2", {150, true});
-/// auto weights = cac::io::convert_state_dict(cac::io::read_state_dict("cac_fcn.pth"),
-///                                            cac::io::CheckpointSource::OfficialCAC);
+/// auto weights = cac::io::read_state_dict("model.pth");
 /// auto report = cac::io::load_state_dict(*model, weights);  // strict: throws on any mismatch
+/// auto renamed = cac::io::load_state_dict(*model, weights,
+///                                         cac::io::LoadOptions().key_map({{"classifier.", "fc."}}));
 /// ```
 inline LoadReport load_state_dict(torch::nn::Module& module, const StateDict& state_dict,
                                   const LoadOptions& options = {}) {
@@ -186,176 +187,6 @@ inline LoadReport load_state_dict(torch::nn::Module& module, const StateDict& st
   at::NoGradGuard no_grad;
   for (auto& [target, source] : copies) target.copy_(source);
   return report;
-}
-
-/// Where a checkpoint comes from, for `cac::io::convert_state_dict`.
-enum class CheckpointSource {
-  /// mmsegmentation 0.x (`backbone.*`, `decode_head.*`, `auxiliary_head.*`): keys kept as they are.
-  MMSeg,
-  /// The official CAC release (mmseg keys, `decode_head[.N].proj.*` and `decode_head[.N].apd_proj.*`
-  /// for the projectors): `official_cac_key_map()`.
-  OfficialCAC,
-  /// An ImageNet backbone whose keys are the backbone's own (open-mmlab ResNetV1c, msra HRNetV2
-  /// via open-mmlab): `backbone.` is prepended; classifier keys (`fc.*`, `head.*`) are dropped.
-  Backbone,
-  /// An mmcls classifier (MobileNetV2 from mmcls): the `backbone.*` keys are kept, the rest
-  /// (`head.*`) dropped, as mmcv's `mmcls://` loader does.
-  MMCls,
-  /// The official Swin release (`{'model': ...}`): mmseg's `swin_converter` (keys renamed, patch
-  /// merging weights reordered), then `backbone.` prepended.
-  OfficialSwin,
-  /// A torchvision classifier: `backbone.` prepended, `fc.*`/`classifier.*` dropped (layer names of
-  /// ResNet match mmseg's; stems and other backbones differ and show up in the load report).
-  TorchVision,
-};
-
-/// Prints the source's name (`mmseg`, `cac`, `backbone`, `mmcls`, `swin`, `torchvision`).
-inline std::ostream& operator<<(std::ostream& stream, CheckpointSource source) {
-  const char* names[] = {"mmseg", "cac", "backbone", "mmcls", "swin", "torchvision"};
-  return stream << names[static_cast<int>(source)];
-}
-
-/// The source named `name` (`mmseg`, `cac`, `backbone`, `mmcls`, `swin`, `torchvision`); throws
-/// `c10::Error` listing the names otherwise.
-inline CheckpointSource checkpoint_source(const std::string& name) {
-  const std::pair<const char*, CheckpointSource> table[] = {
-      {"mmseg", CheckpointSource::MMSeg},   {"cac", CheckpointSource::OfficialCAC},
-      {"backbone", CheckpointSource::Backbone}, {"mmcls", CheckpointSource::MMCls},
-      {"swin", CheckpointSource::OfficialSwin}, {"torchvision", CheckpointSource::TorchVision}};
-  for (const auto& entry : table) {
-    if (name == entry.first) return entry.second;
-  }
-  TORCH_CHECK(false, "cac::io::checkpoint_source: expected one of mmseg, cac, backbone, mmcls, swin, torchvision ",
-              "but got '", name, "'");
-}
-
-/// The key map of the official CAC checkpoints: `decode_head.proj.` → `decode_head.cac.context_projector.`,
-/// `decode_head.apd_proj.` → `decode_head.cac.oracle_projector.`, and the same under
-/// `decode_head.1.` (OCRNet's cascade; `decode_head.0.` … `decode_head.3.` are covered).
-inline KeyMap official_cac_key_map() {
-  KeyMap map;
-  for (std::string head : {"decode_head.", "decode_head.0.", "decode_head.1.", "decode_head.2.", "decode_head.3."}) {
-    map.push_back({head + "proj.", head + "cac.context_projector."});
-    map.push_back({head + "apd_proj.", head + "cac.oracle_projector."});
-  }
-  return map;
-}
-
-/// mmseg's `correct_unfold_reduction_order` (tools/model_converters/swin2mmseg.py): the official
-/// Swin's patch merging concatenates its 2×2 neighbours as (x0, x1, x2, x3) = ((0,0), (1,0), (0,1),
-/// (1,1)) channel blocks; mmseg's `nn.Unfold` interleaves them per channel in the order (0,0),
-/// (0,1), (1,0), (1,1). `weight` `[out, 4C]` is permuted to the latter.
-inline at::Tensor swin_reduction_to_mmseg(const at::Tensor& weight) {
-  TORCH_CHECK(weight.dim() == 2 && weight.size(1) % 4 == 0, "cac::io::swin_reduction_to_mmseg: expected a weight ",
-              "of shape [out, 4C] but got ", weight.sizes());
-  const int64_t out = weight.size(0), in = weight.size(1);
-  const auto order = at::tensor(std::vector<int64_t>{0, 2, 1, 3});
-  return weight.reshape({out, 4, in / 4}).index_select(1, order).transpose(1, 2).reshape({out, in}).contiguous();
-}
-
-/// mmseg's `correct_unfold_norm_order`: the same permutation for the patch merging's norm
-/// `weight`/`bias` `[4C]`. See `cac::io::swin_reduction_to_mmseg`.
-inline at::Tensor swin_norm_to_mmseg(const at::Tensor& weight) {
-  TORCH_CHECK(weight.dim() == 1 && weight.size(0) % 4 == 0, "cac::io::swin_norm_to_mmseg: expected a vector of ",
-              "4C elements but got ", weight.sizes());
-  const int64_t in = weight.size(0);
-  const auto order = at::tensor(std::vector<int64_t>{0, 2, 1, 3});
-  return weight.reshape({4, in / 4}).index_select(0, order).transpose(0, 1).reshape({in}).contiguous();
-}
-
-namespace detail {
-
-inline bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
-
-/// Replaces the first occurrence of `from` in `s` by `to`.
-inline std::string replace_first(std::string s, const std::string& from, const std::string& to) {
-  const auto at = s.find(from);
-  if (at != std::string::npos) s.replace(at, from.size(), to);
-  return s;
-}
-
-}  // namespace detail
-
-/// The official Swin keys as mmseg names them (its `swin_converter`): `head.*` dropped;
-/// under `layers.`: `attn.` → `attn.w_msa.`, `mlp.fc1.` → `ffn.layers.0.0.`, `mlp.fc2.` →
-/// `ffn.layers.1.`, patch merging `downsample.reduction`/`downsample.norm` reordered, then the
-/// first `layers` → `stages`; `patch_embed.proj` → `patch_embed.projection`. Other keys (the
-/// final `norm.*`, `attn_mask` buffers) are kept and show up as unexpected when loading.
-inline StateDict convert_official_swin(const StateDict& state_dict) {
-  using detail::replace_first;
-  StateDict out;
-  for (const auto& [key, value] : state_dict) {
-    std::string name = key;
-    at::Tensor tensor = value;
-    if (detail::starts_with(key, "head")) continue;
-    if (detail::starts_with(key, "layers")) {
-      if (key.find("attn.") != std::string::npos) {
-        name = replace_first(key, "attn.", "attn.w_msa.");
-      } else if (key.find("mlp.") != std::string::npos) {
-        if (key.find("mlp.fc1.") != std::string::npos) {
-          name = replace_first(key, "mlp.fc1.", "ffn.layers.0.0.");
-        } else if (key.find("mlp.fc2.") != std::string::npos) {
-          name = replace_first(key, "mlp.fc2.", "ffn.layers.1.");
-        } else {
-          name = replace_first(key, "mlp.", "ffn.");
-        }
-      } else if (key.find("downsample") != std::string::npos) {
-        if (key.find("reduction.") != std::string::npos) {
-          tensor = swin_reduction_to_mmseg(value);
-        } else if (key.find("norm.") != std::string::npos) {
-          tensor = swin_norm_to_mmseg(value);
-        }
-      }
-      name = replace_first(name, "layers", "stages");
-    } else if (detail::starts_with(key, "patch_embed") && key.find("proj") != std::string::npos) {
-      name = replace_first(key, "proj", "projection");
-    }
-    out[name] = tensor;
-  }
-  return out;
-}
-
-/// `state_dict` with keys as cac's model zoo names them (see `cac::io::CheckpointSource`):
-/// mmseg keys unchanged; official CAC projectors renamed; backbone checkpoints prefixed with
-/// `backbone.` (their classifier dropped); official Swin converted as mmseg does.
-///
-/// ```
-/// auto backbone = cac::io::convert_state_dict(cac::io::read_state_dict("swin_tiny_patch4_window7_224.pth"),
-///                                             cac::io::CheckpointSource::OfficialSwin);
-/// cac::io::load_state_dict(*model, backbone, cac::io::LoadOptions().strict(false));
-/// ```
-inline StateDict convert_state_dict(const StateDict& state_dict, CheckpointSource source) {
-  StateDict out;
-  switch (source) {
-    case CheckpointSource::MMSeg:
-      return state_dict;
-    case CheckpointSource::OfficialCAC: {
-      const LoadOptions options = LoadOptions().key_map(official_cac_key_map());
-      for (const auto& [key, value] : state_dict) out[map_key(key, options)] = value;
-      return out;
-    }
-    case CheckpointSource::Backbone:
-      for (const auto& [key, value] : state_dict) {
-        if (detail::starts_with(key, "fc.") || detail::starts_with(key, "head.")) continue;
-        out["backbone." + key] = value;
-      }
-      return out;
-    case CheckpointSource::MMCls:
-      for (const auto& [key, value] : state_dict) {
-        if (detail::starts_with(key, "backbone.")) out[key] = value;
-      }
-      return out;
-    case CheckpointSource::OfficialSwin:
-      for (const auto& [key, value] : convert_official_swin(state_dict)) out["backbone." + key] = value;
-      return out;
-    case CheckpointSource::TorchVision:
-      for (const auto& [key, value] : state_dict) {
-        if (detail::starts_with(key, "fc.") || detail::starts_with(key, "classifier.")) continue;
-        out["backbone." + key] = value;
-      }
-      return out;
-  }
-  return state_dict;
 }
 
 }  // namespace io
