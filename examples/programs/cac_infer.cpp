@@ -33,7 +33,6 @@ int main(int argc, char** argv) {
     const auto pipeline = cac_engine::test_pipeline(config);
     const auto inference = cac_engine::inference_options(config);
     const auto info = cac_engine::dataset_info(config);
-    const cac_eval::Palette palette(info.palette.begin(), info.palette.end());
     for (const auto& file : images) {
       cac_data::RawSample raw;
       raw.image = cv::imread(file, cv::IMREAD_COLOR);
@@ -42,10 +41,8 @@ int main(int argc, char** argv) {
       const cac_data::Sample sample = cac_data::test_transform(raw, pipeline);
       const torch::Tensor mask = cac_eval::predict(model, sample.image.unsqueeze(0).to(target), inference,
                                                    {raw.image.rows, raw.image.cols});
-      const cv::Mat color = cac_eval::colorize(mask, palette);
       const std::filesystem::path dir(out_dir);
-      cac_eval::write_png(dir / (raw.name + ".png"), color);
-      cac_eval::write_png(dir / (raw.name + "_overlay.png"), cac_eval::overlay(raw.image, color, opacity));
+      cac_eval::write_prediction(dir, raw.name, raw.image, mask, info.palette, opacity);
       fmt::print("{} -> {}\n", file, (dir / (raw.name + "_overlay.png")).string());
     }
   });
