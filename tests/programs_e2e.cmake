@@ -37,4 +37,16 @@ execute_process(COMMAND ${TRAIN} ${CONFIG} --work-dir ${WORK}/bad --set optimize
 if(status EQUAL 0 OR NOT err MATCHES "cac-train: config error in --set: key 'optimizer.lr': expected a number but got 'fast'")
   message(FATAL_ERROR "cac-train accepted a bad override (${status}):\n${err}")
 endif()
+# A write that fails (here: the --out file's parent is a file) names the file and exits non-zero;
+# the metrics written before stay as they were.
+execute_process(COMMAND ${EVAL} ${CONFIG} ${WORK}/run/latest.pt ${overrides} --out ${WORK}/metrics.json/r.json
+                RESULT_VARIABLE status OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(status EQUAL 0 OR NOT err MATCHES "cac-eval: cac_io::write_file: cannot write ${WORK}/metrics.json/r.json: "
+   OR out MATCHES "wrote ")
+  message(FATAL_ERROR "cac-eval --out into an unwritable place (${status}):\n${out}\n${err}")
+endif()
+file(READ ${WORK}/metrics.json json_after)
+if(NOT json_after STREQUAL json)
+  message(FATAL_ERROR "cac-eval changed metrics.json on a failed write")
+endif()
 message(STATUS "programs end to end: ok")

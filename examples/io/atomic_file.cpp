@@ -53,6 +53,13 @@ std::runtime_error write_error(const char* what, const std::filesystem::path& pa
 }
 
 AtomicFile::AtomicFile(std::filesystem::path path) : path_(std::move(path)) {
+  // Renaming over a device, pipe or directory would replace it: refuse (e.g. --out /dev/stdout).
+  std::error_code ignored;
+  const auto status = std::filesystem::status(path_, ignored);
+  if (std::filesystem::exists(status) && !std::filesystem::is_regular_file(status)) {
+    throw std::runtime_error("cac_io::write_file: cannot write " + path_.string() +
+                             ": it exists and is not a regular file (a directory, device or pipe); name a file");
+  }
   create_parent(path_, "write_file");
   static std::atomic<unsigned> counter{0};
   temp_ = path_;

@@ -22,7 +22,9 @@ namespace cac_io {
 /// the rename cannot cross file systems), each write checked; `commit()` flushes it to the disk
 /// (`fsync`), closes it and renames it over `path`. Until then, and for ever if anything fails or
 /// the object is destroyed without `commit()` (an exception), `path` keeps its old content (or
-/// does not exist) and the temporary is removed. Missing parent directories are created.
+/// does not exist) and the temporary is removed. Missing parent directories are created; a `path`
+/// that exists but is not a regular file (a directory, `/dev/full`, a pipe) is refused, since the
+/// rename would replace it.
 ///
 /// ```
 /// cac_io::AtomicFile file("out/result.json");

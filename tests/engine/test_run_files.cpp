@@ -14,6 +14,7 @@
 #include <fstream>
 #include <sstream>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace fs = std::filesystem;
@@ -95,6 +96,15 @@ TEST_CASE("cac_io::write_file replaces a file atomically and reports failures by
     CHECK(file.write_or_defer(big.data(), big.size()) == 0);
     CHECK_THAT(file.deferred_error(), Contains("File too large"));
     CHECK_THROWS_WITH(file.commit(), Contains("cannot write " + target.string()));
+  }
+  SECTION("a target that is not a regular file is refused, not replaced") {
+    // (Only paths of this test: were the guard broken, the rename would replace them.)
+    CHECK_THROWS_WITH(cac_io::write_file(dir / "nested", "x"),
+                      Contains("cannot write " + (dir / "nested").string() + ": it exists and is not a regular file"));
+    const fs::path fifo = dir / "pipe";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    CHECK_THROWS_WITH(cac_io::write_file(fifo, "x"), Contains("not a regular file"));
+    CHECK(fs::is_fifo(fifo));
   }
   SECTION("a directory that cannot be made names the file") {
     cac_io::write_file(dir / "plain", "x");
