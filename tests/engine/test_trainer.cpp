@@ -161,3 +161,25 @@ TEST_CASE("trainer: bfloat16 autocast on CPU (runtime.amp) trains with finite lo
   CHECK_THROWS_WITH(cac_engine::MixedPrecision(true, torch::kCPU, torch::kHalf),
                     Catch::Contains("expected bfloat16 for CPU autocast but got Half"));
 }
+
+TEST_CASE("trainer: an evaluation that fails writes the checkpoint of its iteration first", "[trainer]") {
+  const fs::path dir = fs::temp_directory_path() / "cac_trainer_eval_failure";
+  fs::remove_all(dir);
+  const Config config = tiny_config(dir / "data", false, 4);
+  cac_engine::train(config, cac_engine::TrainOptions().work_dir(dir / "first").verbose(false).stop_at(1));
+  // A validation image that cannot be decoded: found only when the evaluation reads it.
+  const fs::path validation = dir / "data" / "ADEChallengeData2016" / "images" / "validation";
+  REQUIRE(fs::is_directory(validation));
+  std::vector<fs::path> images;
+  for (const auto& entry : fs::directory_iterator(validation)) images.push_back(entry.path());
+  REQUIRE_FALSE(images.empty());
+  std::sort(images.begin(), images.end());
+  std::ofstream(images.front(), std::ios::binary | std::ios::trunc) << "not a png";
+  CHECK_THROWS_WITH(cac_engine::train(config, cac_engine::TrainOptions().work_dir(dir / "run").verbose(false)),
+                    Catch::Contains(images.front().string()));
+  // The 4 iterations are not lost: the checkpoint resumes.
+  CHECK(fs::is_regular_file(dir / "run" / "iter_4.pt"));
+  CHECK(fs::equivalent(dir / "run" / "latest.pt", dir / "run" / "iter_4.pt"));
+  auto model = cac_engine::build_model(config);
+  CHECK_NOTHROW(cac_engine::load_weights(*model, dir / "run" / "latest.pt"));
+}
