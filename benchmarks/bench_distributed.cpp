@@ -6,6 +6,7 @@
 // = (throughput with 2 processes) / (2 × throughput with 1) = t(1) / t(2) at a fixed batch per process.
 
 #include "engine/distributed.hpp"
+#include "engine/launcher.hpp"
 #include "models/registry.hpp"
 
 #include <benchmark/benchmark.h>

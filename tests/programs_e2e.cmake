@@ -31,10 +31,40 @@ get_filename_component(stem ${image} NAME_WE)
 if(NOT status EQUAL 0 OR NOT EXISTS ${WORK}/infer/${stem}.png OR NOT EXISTS ${WORK}/infer/${stem}_overlay.png)
   message(FATAL_ERROR "cac-infer failed (${status}):\n${out}\n${err}")
 endif()
+# cac-infer never writes over an input, and keeps inputs of the same name apart.
+file(MAKE_DIRECTORY ${WORK}/own ${WORK}/own/sub)
+file(COPY ${image} DESTINATION ${WORK}/own)
+file(COPY ${image} DESTINATION ${WORK}/own/sub)
+get_filename_component(image_name ${image} NAME)
+file(SHA256 ${WORK}/own/${image_name} before)
+execute_process(COMMAND ${INFER} ${CONFIG} ${WORK}/run/latest.pt ${WORK}/own/${image_name} --out-dir ${WORK}/own ${overrides}
+                RESULT_VARIABLE status OUTPUT_VARIABLE out ERROR_VARIABLE err)
+file(SHA256 ${WORK}/own/${image_name} after)
+if(status EQUAL 0 OR NOT err MATCHES "cac-infer: expected outputs beside the inputs, not over them" OR NOT before STREQUAL after)
+  message(FATAL_ERROR "cac-infer wrote over its input (${status}):\n${out}\n${err}")
+endif()
+execute_process(COMMAND ${INFER} ${CONFIG} ${WORK}/run/latest.pt ${WORK}/own/${image_name} ${WORK}/own/sub/${image_name}
+                        --out-dir ${WORK}/same ${overrides}
+                RESULT_VARIABLE status OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT status EQUAL 0 OR NOT EXISTS ${WORK}/same/${stem}.png OR NOT EXISTS ${WORK}/same/${stem}_2_overlay.png)
+  message(FATAL_ERROR "cac-infer did not keep two inputs named ${image_name} apart (${status}):\n${out}\n${err}")
+endif()
 # A config error names the key and exits non-zero.
 execute_process(COMMAND ${TRAIN} ${CONFIG} --work-dir ${WORK}/bad --set optimizer.lr=fast
                 RESULT_VARIABLE status OUTPUT_VARIABLE out ERROR_VARIABLE err)
 if(status EQUAL 0 OR NOT err MATCHES "cac-train: config error in --set: key 'optimizer.lr': expected a number but got 'fast'")
   message(FATAL_ERROR "cac-train accepted a bad override (${status}):\n${err}")
+endif()
+# A write that fails (here: the --out file's parent is a file) names the file and exits non-zero;
+# the metrics written before stay as they were.
+execute_process(COMMAND ${EVAL} ${CONFIG} ${WORK}/run/latest.pt ${overrides} --out ${WORK}/metrics.json/r.json
+                RESULT_VARIABLE status OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(status EQUAL 0 OR NOT err MATCHES "cac-eval: cac_io::write_file: cannot write ${WORK}/metrics.json/r.json: "
+   OR out MATCHES "wrote ")
+  message(FATAL_ERROR "cac-eval --out into an unwritable place (${status}):\n${out}\n${err}")
+endif()
+file(READ ${WORK}/metrics.json json_after)
+if(NOT json_after STREQUAL json)
+  message(FATAL_ERROR "cac-eval changed metrics.json on a failed write")
 endif()
 message(STATUS "programs end to end: ok")

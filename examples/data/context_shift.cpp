@@ -1,11 +1,13 @@
 #include "context_shift.hpp"
 
+#include "image_file.hpp"
 #include "random.hpp"
+
+#include "io/atomic_file.hpp"
 
 #include <torch/torch.h>
 
 #include <fmt/format.h>
-#include <opencv2/imgcodecs.hpp>
 
 #include <algorithm>
 #include <array>
@@ -88,11 +90,6 @@ std::string read_text(const fs::path& path) {
 
 bool has_stamp(const fs::path& root, const std::string& expected) {
   return fs::is_regular_file(context_shift_stamp(root)) && read_text(context_shift_stamp(root)) == expected;
-}
-
-void write_png(const fs::path& path, const cv::Mat& mat) {
-  TORCH_CHECK(cv::imwrite(path.string(), mat), "cac_data::generate_context_shift: expected to write ", path.string(),
-              " but cv::imwrite failed");
 }
 
 /// A sibling of `root` no other process uses.
@@ -237,7 +234,7 @@ void generate_context_shift(const fs::path& root, const ContextShiftOptions& opt
         write_png(annotations / (sample.name + ".png"), sample.label);
       }
     }
-    std::ofstream(context_shift_stamp(temp), std::ios::binary) << stamp;
+    cac_io::write_file(context_shift_stamp(temp), stamp);
     // Move a previous dataset (other options) or an empty directory out of the way, then publish.
     fs::path old;
     if (fs::exists(root)) {

@@ -411,6 +411,8 @@ const DatasetInfo& pascal_context59_info() {
 }
 
 std::vector<Rgb> default_palette(int64_t n) {
+  TORCH_CHECK(n >= 0 && n < (int64_t(1) << 24) - 1, "cac_data::default_palette: expected 0 <= n < 2^24 - 1 but got ",
+              n);
   // Pascal VOC's bit-interleaved colour map, starting at entry 1 (entry 0 is black).
   std::vector<Rgb> palette;
   for (int64_t i = 1; i <= n; ++i) {

@@ -120,7 +120,10 @@ struct DatasetOptions {
 /// Files are sorted by relative path.
 std::shared_ptr<Dataset> make_dataset(const DatasetOptions& options);
 
-/// A palette of `n` distinct colours (mmseg's random palette replaced by a deterministic one).
+/// `n` distinct, deterministic, non-black RGB colours for datasets without a palette (mmseg's
+/// random palette replaced by a deterministic one): the PASCAL VOC colour map (bits of the index
+/// spread over the channels' high bits) of indices 1..n, distinct for 0 <= n < 2²⁴ − 1 (class 0
+/// is (128, 0, 0), class 1 (0, 128, 0), ...). The only palette generator of the examples.
 std::vector<Rgb> default_palette(int64_t n);
 
 }  // namespace cac_data

@@ -3,8 +3,8 @@
 /// Shared pieces of the programs' command lines.
 
 #include "distributed.hpp"
-
-#include <c10/util/Exception.h>
+#include "errors.hpp"
+#include "launcher.hpp"
 
 #include <cstdio>
 #include <exception>
@@ -19,10 +19,8 @@ inline int run_program(const char* program, const std::function<void()>& body) {
   try {
     body();
     return 0;
-  } catch (const c10::Error& e) {
-    std::fprintf(stderr, "%s: %s\n", program, e.what_without_backtrace());
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s: %s\n", program, e.what());
+    std::fprintf(stderr, "%s: %s\n", program, error_message(e).c_str());
   }
   return 1;
 }

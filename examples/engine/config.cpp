@@ -310,34 +310,9 @@ T Config::get(const std::string& key) const {
 template <typename T>
 T Config::get(const std::string& key, const T& fallback) const {
   const KeySpec& spec = key_spec(key);
-  if (spec.default_text.empty()) return has(key) ? get<T>(key) : fallback;
-  if constexpr (!std::is_same_v<T, YAML::Node>) {
-    TORCH_INTERNAL_ASSERT(convert<T>(YAML::Load(spec.default_text)) == fallback, "cac_engine: the fallback of config key '",
-                          key, "' differs from the schema's default ", spec.default_text, "; read it with get(key)");
-  }
-  return get<T>(key);
-}
-
-std::string Config::get_choice(const std::string& key, const std::vector<std::string>& allowed,
-                               const std::string& fallback) const {
-  const std::string value = fallback.empty() ? get<std::string>(key) : get<std::string>(key, fallback);
-  if (std::find(allowed.begin(), allowed.end(), value) == allowed.end()) {
-    fail(key, "expected one of " + join(allowed) + " but got '" + value + "'");
-  }
-  return value;
-}
-
-void Config::check_keys(const std::string& key, const std::vector<std::string>& known) const {
-  const YAML::Node node = find(key);
-  if (!node.IsDefined() || node.IsNull()) return;
-  if (!node.IsMap()) fail(key, "expected a mapping but got " + describe_yaml(node));
-  for (const auto& item : node) {
-    const std::string name = item.first.as<std::string>();
-    if (std::find(known.begin(), known.end(), name) == known.end()) {
-      const std::string full = key.empty() ? name : key + "." + name;
-      fail(full, "unknown key; expected one of " + join(known));
-    }
-  }
+  TORCH_INTERNAL_ASSERT(spec.default_text.empty(), "cac_engine: config key '", key, "' has the schema default ",
+                        spec.default_text, "; read it with get(key), not with a fallback");
+  return has(key) ? get<T>(key) : fallback;
 }
 
 void Config::check_section(const YAML::Node& node, const std::string& prefix) const {

@@ -82,19 +82,10 @@ class Config {
   T get(const std::string& key) const;
 
   /// As `get`, for a key whose default depends on other keys (the schema declares no fixed
-  /// default): `fallback` when absent. For a key with a schema default, `fallback` must equal it
-  /// (TORCH_INTERNAL_ASSERT): kept so that older call sites compile; prefer `get(key)`.
+  /// default): `fallback` when absent. A key with a schema default is read with `get(key)`
+  /// (TORCH_INTERNAL_ASSERT), so each default is written once.
   template <typename T>
   T get(const std::string& key, const T& fallback) const;
-
-  /// Checks that `key` is one of `allowed` and returns it. Superseded by the schema's closed
-  /// sets (`get<std::string>(key)` checks them); kept for older call sites.
-  std::string get_choice(const std::string& key, const std::vector<std::string>& allowed,
-                         const std::string& fallback = "") const;
-
-  /// Keys of the mapping at `key` that are not in `known`. Superseded by `validate()`, which
-  /// checks every section against the schema; kept for older call sites.
-  void check_keys(const std::string& key, const std::vector<std::string>& known) const;
 
   /// Checks the whole config against the schema before any work: every key is declared (an
   /// unknown one gets a "did you mean"), every value has its type, closed set and range, the keys

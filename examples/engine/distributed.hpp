@@ -2,13 +2,11 @@
 /// \file
 /// Multi-process data-parallel training on LibTorch's c10d: the torchrun/SLURM environment,
 /// a process group (Gloo on CPU, NCCL on CUDA) with bucketed collectives and timeouts,
-/// parameter broadcast and gradient averaging, synchronised batch norm (mmseg `SyncBN`), the
-/// reduction of confusion matrices, and a local launcher (`torchrun --standalone`).
+/// parameter broadcast and gradient averaging, and the binding of the group to the model's
+/// synchronised batch norms (`cac_models::sync_batch_norm`) and to the evaluation's confusion
+/// matrices (`cac_eval::all_reduce`). The local launcher is in launcher.hpp.
 ///
 /// ```
-/// // in main(): cac-train --nproc N starts N copies of itself; the copies see RANK set.
-/// if (nproc > 1 && !cac_engine::DistributedEnv::from_env().launched)
-///   return cac_engine::launch_local(nproc, argc, argv);
 /// auto group = std::make_shared<cac_engine::ProcessGroup>();
 /// group->init(cac_engine::DistributedEnv::from_env(), device, std::chrono::minutes(30));
 /// cac_engine::broadcast_parameters(*model, *group);
@@ -16,11 +14,9 @@
 /// ```
 /// See docs/distributed.md.
 
-#include "eval/metrics.hpp"
-#include "models/common.hpp"
+#include "models/sync_batch_norm.hpp"
 
 #include <torch/nn/module.h>
-#include <torch/nn/modules/batchnorm.h>
 #include <torch/types.h>
 
 #include <chrono>
@@ -138,34 +134,14 @@ void broadcast_parameters(torch::nn::Module& module, ProcessGroup& group);
 /// stays without one everywhere (so optimizers skip it on every rank alike).
 void average_gradients(torch::nn::Module& module, ProcessGroup& group);
 
-/// The mean of `value` over the ranks (losses and timings for logging).
-double average_scalar(double value, ProcessGroup& group);
-
-/// The sum of the confusion matrices of all ranks (each rank evaluated its shard), exact: the
-/// int64 counts are all-reduced. Every rank gets the total.
-cac_eval::ConfusionMatrix all_reduce(const cac_eval::ConfusionMatrix& confusion, ProcessGroup& group);
-
-/// Batch norm of `input` `[N, C, H, W]` with the batch statistics of the whole group (mmseg /
-/// PyTorch `SyncBatchNorm`). When batch statistics are used (`training`, or no running
-/// statistics), the per-channel sum, sum of squares and count are all-reduced in the forward pass
-/// and the two per-channel gradient sums in the backward pass; `running_mean`/`running_var` are
-/// updated in place with the global mean and unbiased variance (identical on every rank) and
-/// `num_batches_tracked` is incremented. The gradients of `weight`/`bias` are this rank's share, as
-/// for any parameter (`average_gradients` turns them into the single-process values). In
-/// evaluation mode, or with a world of one, this is exactly what `torch::nn::BatchNorm2d` computes.
-/// Every rank must call it for the same layers in the same order. `weight`/`bias` are undefined
-/// when not `affine`, the three buffers when not `track_running_stats`.
-torch::Tensor sync_batch_norm(const torch::Tensor& input, const torch::nn::BatchNorm2dOptions& options, bool training,
-                              const torch::Tensor& weight, const torch::Tensor& bias, torch::Tensor running_mean,
-                              torch::Tensor running_var, torch::Tensor num_batches_tracked, ProcessGroup& group);
-
-/// `sync_batch_norm` with the options, parameters and buffers of `norm` (e.g. to synchronise a
-/// model's existing `torch::nn::BatchNorm2d` from its parent's `forward`).
-torch::Tensor sync_batch_norm(const torch::Tensor& input, torch::nn::BatchNorm2dImpl& norm, ProcessGroup& group);
+/// `group`'s `all_reduce_sum` as a `cac_models::AllReduceSum` (sharing ownership of the group) for
+/// the code that sums over processes without knowing them: `cac_models::sync_batch_norm`,
+/// `cac_eval::all_reduce`. Empty for a null group or a world of one.
+cac_models::AllReduceSum sum_over(std::shared_ptr<ProcessGroup> group);
 
 /// Synchronises every `cac_models::Norm2d` of `module` built with `sync` (mmseg `SyncBN`; the
-/// zoo's `model.sync_bn`) over `group`: in training their forward becomes `sync_batch_norm` with
-/// their options, parameters and buffers. With a null group or a world of one the layers stay
+/// zoo's `model.sync_bn`) over `group`: in training their forward becomes
+/// `cac_models::sync_batch_norm` with their options, parameters and buffers. With a null group or a world of one the layers stay
 /// plain batch norm. The layers share ownership of the group. Returns the number of synchronised
 /// layers.
 ///
@@ -174,48 +150,5 @@ torch::Tensor sync_batch_norm(const torch::Tensor& input, torch::nn::BatchNorm2d
 /// cac_engine::synchronize_batch_norms(*norm, group);
 /// ```
 int64_t synchronize_batch_norms(torch::nn::Module& module, std::shared_ptr<ProcessGroup> group);
-
-/// Knobs of `launch_local`/`launch_workers`.
-struct LaunchOptions {
-  /// Address the workers rendezvous on (`MASTER_ADDR`).
-  /// Default: "127.0.0.1"
-  TORCH_ARG(std::string, master_addr) = "127.0.0.1";
-  /// Port of the rendezvous (`MASTER_PORT`); 0 picks a free one.
-  /// Default: 0
-  TORCH_ARG(int64_t, master_port) = 0;
-  /// Stop the other workers (SIGTERM, then SIGKILL after `kill_grace`) when one exits non-zero.
-  /// Default: true
-  TORCH_ARG(bool, kill_on_failure) = true;
-  /// Time between SIGTERM and SIGKILL when stopping workers.
-  /// Default: 5 s
-  TORCH_ARG(std::chrono::milliseconds, kill_grace) = std::chrono::seconds(5);
-  /// Sets `OMP_NUM_THREADS=1` in the workers when it is unset and there are several (as torchrun).
-  /// Default: true
-  TORCH_ARG(bool, single_thread_default) = true;
-};
-
-/// The outcome of `launch_workers`.
-struct LaunchResult {
-  /// Exit status of each rank: the exit code, or 128 + signal for a worker killed by a signal.
-  std::vector<int> exit_codes;
-  /// The exit code of the first worker that failed (by time of exit), 0 if none did.
-  int exit_code = 0;
-  /// The rank of that worker, -1 if none failed.
-  int64_t failed_rank = -1;
-};
-
-/// Starts `nproc` (> 0) copies of this program (`/proc/self/exe`) with the arguments `args`
-/// (`args[0]` is the program name they see) and the variables `RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
-/// `LOCAL_WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT` set, and waits for all of them. Workers die with
-/// the launcher (`PR_SET_PDEATHSIG`).
-LaunchResult launch_workers(int64_t nproc, const std::vector<std::string>& args, const LaunchOptions& options = {});
-
-/// `torchrun --standalone --nproc-per-node nproc`: `launch_workers(nproc, argv)` on 127.0.0.1 with
-/// a free port; returns the first non-zero exit code (after stopping the other workers), or 0.
-/// Prints a line naming the failed rank on stderr.
-int launch_local(int nproc, int argc, char** argv);
-
-/// A free TCP port on 127.0.0.1 (bound and released; another process could take it meanwhile).
-int64_t free_port();
 
 }  // namespace cac_engine

@@ -1,6 +1,8 @@
 #pragma once
 /// \file
-/// The training engine (mmsegmentation's `IterBasedRunner`) and the evaluation loop.
+/// The training engine (mmsegmentation's `train_segmentor` + `IterBasedRunner`): `train` over a
+/// `CheckpointStore` (checkpoint_store.hpp), a `TrainLog` (train_log.hpp) and `evaluate`
+/// (evaluator.hpp), plus the weights helpers of the programs.
 ///
 /// ```
 /// cac_engine::Config config = cac_engine::Config::load("configs/context_shift/fcn_tiny_cac.yaml");
@@ -11,6 +13,7 @@
 #include "builders.hpp"
 #include "config.hpp"
 #include "distributed.hpp"
+#include "evaluator.hpp"
 
 #include "eval/metrics.hpp"
 
@@ -87,7 +90,8 @@ struct TrainResult {
 };
 
 /// Trains the model of `config` (see docs/training.md for the keys) and evaluates it every
-/// `evaluation.interval` iterations and at the end. Writes `work_dir/iter_N.pt` every
+/// `evaluation.interval` iterations and at the end (an evaluation that fails writes the
+/// checkpoint of its iteration first, so no training is lost). Writes `work_dir/iter_N.pt` every
 /// `runtime.checkpoint_interval` (keeping the last `runtime.keep_last`), `latest.pt`,
 /// `best.pt` (best mIoU), `log.jsonl`, `config.yaml` and `curves.png`. Every file is written
 /// atomically. On CPU, resuming gives bit-identical weights to an uninterrupted run.
@@ -100,48 +104,6 @@ struct TrainResult {
 /// rank 0 alone prints and writes files (`work_dir` must be shared for `resume` across machines).
 /// A checkpoint resumes on any number of processes. Every rank returns the same result.
 TrainResult train(const Config& config, const TrainOptions& options);
-
-/// Options of `evaluate`.
-struct EvaluateOptions {
-  /// Device of the model.
-  /// Default: torch::kCPU
-  TORCH_ARG(torch::Device, device) = torch::kCPU;
-  /// When set, writes `<name>.png` (palette mask) and `<name>_overlay.png` per image there.
-  /// Default: ""
-  TORCH_ARG(std::filesystem::path, show_dir) = "";
-  /// Opacity of the overlays.
-  /// Default: 0.5
-  TORCH_ARG(double, opacity) = 0.5;
-  /// Inference settings (mode, scales, flip).
-  /// Default: from the config
-  TORCH_ARG(std::optional<cac_eval::InferenceOptions>, inference) = std::nullopt;
-  /// Also score the branches of a CAC model (p, pp and the oracle py, whole-image inference):
-  /// `EvaluateResult::branches`.
-  /// Default: false
-  TORCH_ARG(bool, branches) = false;
-  /// Evaluate the first this many images of the split only (0 = all).
-  /// Default: 0
-  TORCH_ARG(int64_t, limit) = 0;
-  /// Process group: each rank evaluates its share (images rank, rank + W, ...) and every rank
-  /// gets the metrics of the whole split, exactly the single-process ones. Null: one process.
-  /// Default: nullptr
-  TORCH_ARG(std::shared_ptr<ProcessGroup>, group) = nullptr;
-};
-
-/// What `evaluate` returns.
-struct EvaluateResult {
-  /// The model's prediction (pp for a CAC model).
-  cac_eval::Metrics metrics;
-  /// With `branches`: `logits` (p), `context` (pp) and `oracle` (py).
-  std::map<std::string, cac_eval::Metrics> branches;
-  /// Milliseconds per image of inference (without loading), over all ranks.
-  double ms_per_image = 0.0;
-  /// Images evaluated (by all ranks).
-  int64_t images = 0;
-};
-
-/// Evaluates `model` (put in eval mode) on the `val` split of `config`'s dataset.
-EvaluateResult evaluate(cac_models::EncoderDecoder& model, const Config& config, const EvaluateOptions& options = {});
 
 /// Saves `model`'s parameters and buffers to `path` atomically (a checkpoint readable by
 /// `load_weights` and `cac-eval`).

@@ -205,4 +205,10 @@ nlohmann::json to_json(const Metrics& metrics, const std::vector<std::string>& c
           {"classes", classes}};
 }
 
+ConfusionMatrix all_reduce(const ConfusionMatrix& confusion, const AllReduceSum& sum, torch::Device device) {
+  std::vector<torch::Tensor> tensors{confusion.matrix().to(device).contiguous()};
+  sum(tensors);
+  return ConfusionMatrix(tensors[0].cpu(), confusion.ignore_index());
+}
+
 }  // namespace cac_eval

@@ -7,6 +7,7 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -79,6 +80,19 @@ class ConfusionMatrix {
   int64_t ignore_index_;
   torch::Tensor matrix_;
 };
+
+/// Sums tensors over the processes of a data-parallel job, in place (e.g. a lambda calling
+/// `cac_engine::ProcessGroup::all_reduce_sum`). Every process must call it with the same shapes.
+using AllReduceSum = std::function<void(std::vector<torch::Tensor>&)>;
+
+/// The sum of the confusion matrices of all processes (each evaluated its share of the images),
+/// exact: the int64 counts are summed with `sum` on `device` (the group's: CPU for Gloo, CUDA for
+/// NCCL). Every process gets the total.
+///
+/// ```
+/// auto total = cac_eval::all_reduce(confusion, [&](auto& t) { group.all_reduce_sum(t); }, group.device());
+/// ```
+ConfusionMatrix all_reduce(const ConfusionMatrix& confusion, const AllReduceSum& sum, torch::Device device);
 
 /// mmseg 0.x's evaluation log: `per class results:` with a `Class | IoU | Acc` table, then
 /// `Summary:` with `aAcc | mIoU | mAcc`, values ×100 with two decimals (NaN as `nan`), in

@@ -1,18 +1,14 @@
 #include "visualize.hpp"
 
+#include "io/atomic_file.hpp"
+
 #include <fmt/format.h>
-#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <atomic>
-#include <chrono>
 #include <cmath>
 #include <cstring>
-#include <fstream>
-#include <functional>
-#include <thread>
 
 namespace cac_eval {
 
@@ -92,22 +88,6 @@ cv::Rect legend_box(const std::vector<Curve>& curves, const cv::Rect& plot, cons
 
 }  // namespace
 
-Palette default_palette(int64_t n) {
-  TORCH_CHECK(n >= 0 && n < (int64_t(1) << 24) - 1, "cac_eval::default_palette: expected 0 <= n < 2^24 - 1 but got ",
-              n);
-  Palette palette;
-  for (int64_t i = 0; i < n; ++i) {
-    int64_t c = i + 1;
-    std::array<uint8_t, 3> rgb{0, 0, 0};
-    for (int j = 0; j < 8; ++j) {
-      for (int ch = 0; ch < 3; ++ch) rgb[size_t(ch)] = uint8_t(rgb[size_t(ch)] | (((c >> ch) & 1) << (7 - j)));
-      c >>= 3;
-    }
-    palette.push_back(rgb);
-  }
-  return palette;
-}
-
 cv::Mat colorize(const torch::Tensor& mask, const Palette& palette) {
   TORCH_CHECK(mask.defined() && mask.dim() == 2, "cac_eval::colorize: expected a mask of shape [H, W] but got ",
               mask.defined() ? mask.sizes() : torch::IntArrayRef{});
@@ -147,39 +127,11 @@ cv::Mat overlay(const cv::Mat& image_bgr, const cv::Mat& color_mask_bgr, double 
   return out;
 }
 
-void write_png(const std::filesystem::path& path, const cv::Mat& image) {
-  TORCH_CHECK(!image.empty(), "cac_eval::write_png: expected a non-empty image for ", path, " but got an empty one");
-  TORCH_CHECK((image.depth() == CV_8U || image.depth() == CV_16U) &&
-                  (image.channels() == 1 || image.channels() == 3 || image.channels() == 4),
-              "cac_eval::write_png: expected an 8- or 16-bit image with 1, 3 or 4 channels but got depth ",
-              image.depth(), " with ", image.channels(), " channels");
-  std::vector<uchar> bytes;
-  TORCH_CHECK(cv::imencode(".png", image, bytes), "cac_eval::write_png: expected OpenCV to encode a PNG for ", path,
-              " but it failed");
-  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
-  static std::atomic<uint64_t> counter{0};
-  const auto unique = std::hash<std::thread::id>{}(std::this_thread::get_id()) ^
-                      uint64_t(std::chrono::steady_clock::now().time_since_epoch().count()) ^ (counter++ << 48);
-  std::filesystem::path temp = path;
-  temp += fmt::format(".tmp-{:x}", unique);
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
-    out.close();
-    if (!out) {
-      std::error_code ignored;
-      std::filesystem::remove(temp, ignored);
-      TORCH_CHECK(false, "cac_eval::write_png: expected to write ", bytes.size(), " bytes to ", temp,
-                  " but the write failed");
-    }
-  }
-  std::error_code error;
-  std::filesystem::rename(temp, path, error);
-  if (error) {
-    std::error_code ignored;
-    std::filesystem::remove(temp, ignored);
-    TORCH_CHECK(false, "cac_eval::write_png: expected to rename ", temp, " to ", path, " but got: ", error.message());
-  }
+void write_prediction(const std::filesystem::path& dir, const std::string& name, const cv::Mat& image_bgr,
+                      const torch::Tensor& mask, const Palette& palette, double opacity) {
+  const cv::Mat color = colorize(mask, palette);
+  write_png(dir / (name + ".png"), color);
+  write_png(dir / (name + "_overlay.png"), overlay(image_bgr, color, opacity));
 }
 
 cv::Scalar curve_color(size_t index) {

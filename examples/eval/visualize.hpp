@@ -1,7 +1,10 @@
 #pragma once
 /// \file
 /// Visualisation: label maps in a palette's colours, overlays on images (mmseg 0.x `show_result`),
-/// atomic PNG writing and line charts of training curves, with OpenCV core/imgproc/imgcodecs only.
+/// atomic PNG writing and line charts, with OpenCV core/imgproc/imgcodecs only.
+
+#include "data/dataset.hpp"
+#include "data/image_file.hpp"
 
 #include <opencv2/core.hpp>
 #include <torch/arg.h>
@@ -16,13 +19,9 @@
 
 namespace cac_eval {
 
-/// An RGB colour per class.
-using Palette = std::vector<std::array<uint8_t, 3>>;
-
-/// `n` distinct, deterministic, non-black RGB colours for datasets without a palette: the PASCAL
-/// VOC colour map (bits of the index spread over the channels' high bits) of indices 1..n, distinct
-/// for n < 2²⁴ (class 0 is (128, 0, 0), class 1 (0, 128, 0), ...).
-Palette default_palette(int64_t n);
+/// An RGB colour per class: a dataset's `cac_data::DatasetInfo::palette` (generated ones come
+/// from `cac_data::default_palette`).
+using Palette = std::vector<cac_data::Rgb>;
 
 /// The label map `mask` (int64 `[H, W]`, any device) in colours: an 8-bit BGR `cv::Mat` `H × W`
 /// where class c gets `palette[c]` (RGB, stored as BGR) and 255 (ignored) is black. Values must
@@ -33,10 +32,14 @@ cv::Mat colorize(const torch::Tensor& mask, const Palette& palette);
 /// truncates): both 8-bit 3-channel of equal size, opacity in [0, 1].
 cv::Mat overlay(const cv::Mat& image_bgr, const cv::Mat& color_mask_bgr, double opacity = 0.5);
 
-/// Encodes `image` (8- or 16-bit, 1, 3 or 4 channels, BGR order) as PNG and writes it to `path`
-/// atomically: into a temporary file beside it, then renamed over `path`. Creates missing parent
-/// directories.
-void write_png(const std::filesystem::path& path, const cv::Mat& image);
+/// The PNG writer of the examples (`cac_data::write_png`: atomic, checked).
+using cac_data::write_png;
+
+/// The pictures of one prediction (mmseg's `show_dir`): `dir/<name>.png`, the label map `mask`
+/// (int64 `[H, W]`) in `palette`'s colours, and `dir/<name>_overlay.png`, that mask over
+/// `image_bgr` with `opacity`. Used by cac-eval `--show-dir` and cac-infer.
+void write_prediction(const std::filesystem::path& dir, const std::string& name, const cv::Mat& image_bgr,
+                      const torch::Tensor& mask, const Palette& palette, double opacity = 0.5);
 
 /// One series of a line chart.
 ///

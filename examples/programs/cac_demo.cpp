@@ -9,6 +9,7 @@
 
 #include "data/transforms.hpp"
 #include "eval/inference.hpp"
+#include "eval/training_curves.hpp"
 #include "eval/visualize.hpp"
 
 #include <CLI/CLI.hpp>
@@ -25,13 +26,14 @@ struct Run {
   cac_engine::EvaluateResult evaluation;
   int64_t parameters = 0;
   cac_models::EncoderDecoder network{nullptr};
+  std::filesystem::path work_dir;  // holds its log.jsonl
 };
 
 // Image | ground truth | one prediction per run, for the first `count` validation images.
 cv::Mat predictions_grid(std::vector<Run*> runs, int64_t count) {
   const auto dataset = cac_engine::build_dataset(runs.front()->config, "val");
   const auto& info = dataset->info();
-  const cac_eval::Palette palette(info.palette.begin(), info.palette.end());
+  const cac_eval::Palette& palette = info.palette;
   const auto pipeline = cac_engine::test_pipeline(runs.front()->config);
   std::vector<cv::Mat> rows;
   torch::NoGradGuard no_grad;
@@ -61,29 +63,6 @@ cv::Mat predictions_grid(std::vector<Run*> runs, int64_t count) {
   cv::Mat out;
   cv::vconcat(header, grid, out);
   return out;
-}
-
-cv::Mat curves(const std::vector<Run>& runs) {
-  std::vector<cac_eval::Curve> loss, miou;
-  for (const auto& run : runs) {
-    const std::string name = run.dataset + ", " + run.model;
-    cac_eval::Curve l{name, {}, {}, std::nullopt}, m{name, {}, {}, std::nullopt};
-    for (const auto& [iter, value] : run.training.losses) {
-      l.x.push_back(static_cast<double>(iter));
-      l.y.push_back(value);
-    }
-    for (const auto& record : run.training.evaluations) {
-      m.x.push_back(static_cast<double>(record.iteration));
-      m.y.push_back(100 * record.metrics.mIoU);
-    }
-    loss.push_back(l);
-    miou.push_back(m);
-  }
-  cv::Mat top = cac_eval::draw_curves(loss, cac_eval::PlotOptions().title("training loss (total)").x_label("iteration"));
-  cv::Mat bottom = cac_eval::draw_curves(miou, cac_eval::PlotOptions().title("validation mIoU (%)").x_label("iteration"));
-  cv::Mat both;
-  cv::vconcat(top, bottom, both);
-  return both;
 }
 
 std::string percent(const std::map<std::string, cac_eval::Metrics>& branches, const std::string& name) {
@@ -118,6 +97,7 @@ int main(int argc, char** argv) {
         fmt::print("\n== {} | {} ({}) ==\n", dataset, model, file);
         std::fflush(stdout);
         const std::filesystem::path run_dir = dir / file;
+        run.work_dir = run_dir;
         run.training = cac_engine::train(run.config, cac_engine::TrainOptions().work_dir(run_dir).seed(seed));
         run.network = cac_engine::build_model(run.config);
         cac_engine::load_weights(*run.network, run_dir / "latest.pt");
@@ -139,7 +119,9 @@ int main(int argc, char** argv) {
                  100 * (runs[i + 1].evaluation.metrics.mIoU - runs[i].evaluation.metrics.mIoU));
     }
     cac_eval::write_png(dir / "predictions.png", predictions_grid({&runs[0], &runs[1]}, 6));
-    cac_eval::write_png(dir / "curves.png", curves(runs));
+    std::vector<cac_eval::TrainingLog> logs;
+    for (const auto& run : runs) logs.push_back({run.dataset + ", " + run.model, run.work_dir / "log.jsonl"});
+    cac_eval::write_png(dir / "curves.png", cac_eval::draw_training_curves(logs));
     fmt::print("wrote {} and {} ({:.0f} s in all)\n", (dir / "predictions.png").string(), (dir / "curves.png").string(),
                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   });

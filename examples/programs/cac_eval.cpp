@@ -6,12 +6,12 @@
 // metrics of the whole split.
 #include "engine/cli.hpp"
 #include "engine/trainer.hpp"
+#include "eval/visualize.hpp"
+#include "io/atomic_file.hpp"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
-
-#include <fstream>
 
 int main(int argc, char** argv) {
   CLI::App app("cac-eval: evaluate a checkpoint on the validation split of a config");
@@ -47,11 +47,16 @@ int main(int argc, char** argv) {
     auto inference = cac_engine::inference_options(config);
     if (!mode.empty()) inference.mode(mode);
     if (aug_test) inference.scales({0.5, 0.75, 1.0, 1.25, 1.5, 1.75}).flip(true);
-    const auto result = cac_engine::evaluate(
-        model, config,
-        cac_engine::EvaluateOptions().device(target).show_dir(show_dir).opacity(opacity).inference(inference).branches(branches).group(group));
-    if (group->rank() != 0) return;
     const auto info = cac_engine::dataset_info(config);
+    auto options = cac_engine::EvaluateOptions().device(target).inference(inference).branches(branches).group(group);
+    if (!show_dir.empty()) {
+      options.on_prediction([&](const cac_engine::Prediction& p) {
+        cac_eval::write_prediction(show_dir, p.name, p.dataset.load(static_cast<size_t>(p.index)).image, p.mask,
+                                   info.palette, opacity);
+      });
+    }
+    const auto result = cac_engine::evaluate(model, config, options);
+    if (group->rank() != 0) return;
     fmt::print("{}\n{} images, {:.1f} ms/img: mIoU {:.2f} mAcc {:.2f} aAcc {:.2f}\n",
                cac_eval::format_table(result.metrics, info.classes), result.images, result.ms_per_image,
                100 * result.metrics.mIoU, 100 * result.metrics.mAcc, 100 * result.metrics.aAcc);
@@ -61,10 +66,7 @@ int main(int argc, char** argv) {
       json["branches"][name] = cac_eval::to_json(metrics, info.classes);
     }
     if (!out.empty()) {
-      const std::filesystem::path path(out), temp = out + ".tmp";
-      if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
-      std::ofstream(temp) << json.dump(2) << "\n";
-      std::filesystem::rename(temp, path);
+      cac_io::write_file(out, json.dump(2) + "\n");
       fmt::print("wrote {}\n", out);
     }
   });

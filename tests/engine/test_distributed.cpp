@@ -4,6 +4,7 @@
 // results computed here.
 #include "data/loader.hpp"
 #include "engine/distributed.hpp"
+#include "engine/launcher.hpp"
 #include "engine/engine_test_support.hpp"
 #include "engine/trainer.hpp"
 
@@ -147,8 +148,9 @@ int run_scenario(const std::string& scenario) {
     torch::save(state(*model), (dir / (rank_name + "_broadcast.pt")).string());
     train(model, group.get(), env.world_size, env.rank * kBatch, kBatch);
     torch::save(state(*model), (dir / (rank_name + "_trained.pt")).string());
-    const double mean_rank = cac_engine::average_scalar(static_cast<double>(env.rank), *group);
-    if (std::abs(mean_rank - (env.world_size - 1) / 2.0) > 1e-12) return 8;
+    std::vector<torch::Tensor> ranks{torch::tensor({static_cast<double>(env.rank)}, torch::kDouble)};
+    cac_engine::sum_over(group)(ranks);  // 0 + 1 + ... + (W - 1)
+    if (std::abs(ranks[0].item<double>() - env.world_size * (env.world_size - 1) / 2.0) > 1e-12) return 8;
     group->barrier();
     return 0;
   }
@@ -179,7 +181,7 @@ int run_scenario(const std::string& scenario) {
     cac_eval::ConfusionMatrix confusion(5);
     for (int64_t index : cac_data::shard_indices(6, env.rank, env.world_size, true, 3, 0))
       confusion.update(predictions[index], labels[index]);
-    auto total = cac_engine::all_reduce(confusion, *group);
+    auto total = cac_eval::all_reduce(confusion, cac_engine::sum_over(group), group->device());
     torch::save(total.matrix(), (dir / (rank_name + "_confusion.pt")).string());
     return 0;
   }
@@ -308,7 +310,8 @@ TEST_CASE("A world of one: no-op collectives, synchronised batch norm is plain b
   group->broadcast(tensors, 0);
   group->barrier();
   CHECK(torch::equal(tensors[0], torch::arange(5.0)));
-  CHECK(cac_engine::average_scalar(2.5, *group) == 2.5);
+  CHECK_FALSE(cac_engine::sum_over(group));  // a world of one sums nothing: plain batch norm, local matrices
+  CHECK_FALSE(cac_engine::sum_over(nullptr));
 
   torch::manual_seed(0);
   TinyNet plain(false, nullptr);
@@ -328,7 +331,7 @@ TEST_CASE("A world of one: no-op collectives, synchronised batch norm is plain b
     reference->train(training);
     other->train(training);
     auto x = torch::randn({2, 4, 3, 3});
-    CHECK(torch::equal(cac_engine::sync_batch_norm(x, *other, *group), reference->forward(x)));
+    CHECK(torch::equal(cac_models::sync_batch_norm(x, *other, cac_engine::sum_over(group)), reference->forward(x)));
     CHECK(torch::equal(other->running_var, reference->running_var));
   }
 }

@@ -85,14 +85,20 @@ TEST_CASE("trainer: work directory, logs, keep-last and evaluation branches", "[
 
   auto model = cac_engine::build_model(config);
   cac_engine::load_weights(*model, dir / "run" / "latest.pt");
+  std::vector<std::string> shown;
   const auto evaluation = cac_engine::evaluate(
-      model, config, cac_engine::EvaluateOptions().branches(true).show_dir(dir / "show"));
+      model, config, cac_engine::EvaluateOptions().branches(true).on_prediction([&](const cac_engine::Prediction& p) {
+        CHECK(p.mask.sizes() == torch::IntArrayRef{32, 32});
+        CHECK(p.dataset.load(static_cast<size_t>(p.index)).name == p.name);
+        shown.push_back(p.name);
+      }));
   CHECK(evaluation.images == 6);
   CHECK(evaluation.branches.size() == 3);
   // Inference uses pp: the context branch scores the same as the prediction.
   CHECK(evaluation.branches.at("context").mIoU == Approx(evaluation.metrics.mIoU));
   CHECK(evaluation.metrics.mIoU == Approx(result.final.mIoU));
-  CHECK(fs::is_regular_file(dir / "show" / "cs_val_00000000_overlay.png"));
+  REQUIRE(shown.size() == 6);  // every prediction reaches the caller (pictures are the programs' job)
+  CHECK(shown[0] == "cs_val_00000000");
 }
 
 TEST_CASE("trainer: configuration and resume errors", "[trainer]") {
@@ -100,7 +106,7 @@ TEST_CASE("trainer: configuration and resume errors", "[trainer]") {
   fs::remove_all(dir);
   Config config = tiny_config(dir / "data", false, 2);
   CHECK_THROWS_WITH(cac_engine::train(config, cac_engine::TrainOptions().work_dir(dir / "none").resume(true).verbose(false)),
-                    Catch::Contains("cac-train: expected a checkpoint to resume from at"));
+                    Catch::Contains("cac_engine::CheckpointStore::resume: expected a checkpoint to resume from at"));
   config.set("optimizer.type=adam");
   CHECK_THROWS_WITH(cac_engine::train(config, cac_engine::TrainOptions().work_dir(dir / "bad").verbose(false)),
                     Catch::Contains("key 'optimizer.type': expected one of sgd, adamw but got 'adam'"));
@@ -154,4 +160,26 @@ TEST_CASE("trainer: bfloat16 autocast on CPU (runtime.amp) trains with finite lo
   }
   CHECK_THROWS_WITH(cac_engine::MixedPrecision(true, torch::kCPU, torch::kHalf),
                     Catch::Contains("expected bfloat16 for CPU autocast but got Half"));
+}
+
+TEST_CASE("trainer: an evaluation that fails writes the checkpoint of its iteration first", "[trainer]") {
+  const fs::path dir = fs::temp_directory_path() / "cac_trainer_eval_failure";
+  fs::remove_all(dir);
+  const Config config = tiny_config(dir / "data", false, 4);
+  cac_engine::train(config, cac_engine::TrainOptions().work_dir(dir / "first").verbose(false).stop_at(1));
+  // A validation image that cannot be decoded: found only when the evaluation reads it.
+  const fs::path validation = dir / "data" / "ADEChallengeData2016" / "images" / "validation";
+  REQUIRE(fs::is_directory(validation));
+  std::vector<fs::path> images;
+  for (const auto& entry : fs::directory_iterator(validation)) images.push_back(entry.path());
+  REQUIRE_FALSE(images.empty());
+  std::sort(images.begin(), images.end());
+  std::ofstream(images.front(), std::ios::binary | std::ios::trunc) << "not a png";
+  CHECK_THROWS_WITH(cac_engine::train(config, cac_engine::TrainOptions().work_dir(dir / "run").verbose(false)),
+                    Catch::Contains(images.front().string()));
+  // The 4 iterations are not lost: the checkpoint resumes.
+  CHECK(fs::is_regular_file(dir / "run" / "iter_4.pt"));
+  CHECK(fs::equivalent(dir / "run" / "latest.pt", dir / "run" / "iter_4.pt"));
+  auto model = cac_engine::build_model(config);
+  CHECK_NOTHROW(cac_engine::load_weights(*model, dir / "run" / "latest.pt"));
 }

@@ -32,7 +32,8 @@ int count_colour(const cv::Mat& image, const cv::Scalar& colour) {
 
 }  // namespace
 
-TEST_CASE("visualize: default palette", "[visualize]") {
+TEST_CASE("visualize: default palette (cac_data's, the only generator)", "[visualize]") {
+  using cac_data::default_palette;
   const Palette palette = default_palette(256);
   REQUIRE(palette.size() == 256);
   // The PASCAL VOC colour map of 1, 2, 3, 4, 5: (128,0,0) (0,128,0) (128,128,0) (0,0,128) (128,0,128).
@@ -46,6 +47,7 @@ TEST_CASE("visualize: default palette", "[visualize]") {
   CHECK(distinct.count({0, 0, 0}) == 0);
   CHECK((default_palette(10) == Palette(palette.begin(), palette.begin() + 10)));  // deterministic prefix
   CHECK(default_palette(0).empty());
+  CHECK_THROWS_WITH(default_palette(-1), Contains("cac_data::default_palette: expected 0 <= n < 2^24 - 1 but got -1"));
 }
 
 TEST_CASE("visualize: colorize and overlay", "[visualize]") {
@@ -98,6 +100,24 @@ TEST_CASE("visualize: write_png round-trips and leaves no temporary file", "[vis
   CHECK(files == 2);
   CHECK_THROWS_WITH(write_png(dir / "empty.png", cv::Mat()), Contains("expected a non-empty image"));
   CHECK_THROWS_WITH(write_png(dir / "float.png", cv::Mat(2, 2, CV_32FC1)), Contains("8- or 16-bit"));
+  // A parent that is a file: the error names the PNG and the system's reason, nothing is left.
+  write_png(dir / "file", grey);
+  CHECK_THROWS_WITH(write_png(dir / "file" / "x.png", grey),
+                    Contains("cac_io::write_file: cannot write " + (dir / "file" / "x.png").string()));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("visualize: write_prediction writes the palette mask and the overlay", "[visualize]") {
+  const auto dir = temp_dir("prediction");
+  const Palette palette{{255, 0, 0}, {0, 0, 255}};
+  const cv::Mat image(2, 3, CV_8UC3, cv::Scalar(0, 0, 0));
+  write_prediction(dir / "show", "a", image, torch::tensor({0, 1, 1, 0, 0, 1}, torch::kLong).view({2, 3}), palette, 0.5);
+  const cv::Mat mask = cv::imread((dir / "show" / "a.png").string(), cv::IMREAD_COLOR);
+  const cv::Mat over = cv::imread((dir / "show" / "a_overlay.png").string(), cv::IMREAD_COLOR);
+  REQUIRE(mask.size() == cv::Size(3, 2));
+  CHECK(pixel(mask, 0, 0) == cv::Vec3b(0, 0, 255));  // red in BGR
+  CHECK(pixel(mask, 0, 1) == cv::Vec3b(255, 0, 0));  // blue in BGR
+  CHECK(pixel(over, 0, 0) == cv::Vec3b(0, 0, 128));  // half of red over black, rounded
   std::filesystem::remove_all(dir);
 }
 
