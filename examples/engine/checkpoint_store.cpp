@@ -5,10 +5,13 @@
 #include "io/atomic_file.hpp"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <caffe2/serialize/inline_container.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <fstream>
+#include <string_view>
 #include <regex>
 
 namespace cac_engine {
@@ -23,17 +26,36 @@ void write_model(torch::serialize::OutputArchive& archive, torch::nn::Module& mo
   archive.write("model", weights);
 }
 
+/// What a checkpoint of cac-train says it holds ("a cac-train checkpoint of fcn_tiny + CAC with 150
+/// classes"), from the config stored in it; `best.pt` and `save_weights` files store none.
+std::string describe_checkpoint(torch::serialize::InputArchive& archive) {
+  c10::IValue yaml;
+  if (!archive.try_read("config", yaml) || !yaml.isString()) return "a checkpoint of cac-train";
+  try {
+    const Config config = Config::parse(yaml.toStringRef());
+    return fmt::format("a cac-train checkpoint of {}{} with {} classes", config.get<std::string>("model.name"),
+                       config.get<bool>("model.cac") ? " + CAC" : "", config.get<int64_t>("model.num_classes"));
+  } catch (const std::exception&) {
+    return "a checkpoint of cac-train";
+  }
+}
+
 void read_model(torch::serialize::InputArchive& archive, torch::nn::Module& model, const std::string& path) {
   torch::serialize::InputArchive weights;
   TORCH_CHECK(archive.try_read("model", weights), "cac_engine::load_weights: expected a 'model' entry in ", path,
               " (a checkpoint of cac-train)");
+  const auto mismatch = [&](const std::string& problem) {
+    TORCH_CHECK(false, "cac_engine::load_weights: ", path, " is ", describe_checkpoint(archive), ", not one of this model: ",
+                problem, ". Use the config the checkpoint was trained with (model.name, model.num_classes, model.cac), "
+                "or convert its weights with cac-convert and load the matching keys with --load-from.");
+  };
   torch::NoGradGuard no_grad;
   const auto load = [&](const std::string& key, torch::Tensor& target, bool buffer) {
     torch::Tensor value;
-    TORCH_CHECK(weights.try_read(key, value, buffer), "cac_engine::load_weights: expected the key '", key, "' in ",
-                path, " but it is missing");
-    TORCH_CHECK(value.sizes() == target.sizes(), "cac_engine::load_weights: expected '", key, "' of shape ",
-                target.sizes(), " in ", path, " but got ", value.sizes());
+    if (!weights.try_read(key, value, buffer)) mismatch("the model's key '" + key + "' is missing");
+    if (value.sizes() != target.sizes()) {
+      mismatch(c10::str("'", key, "' has shape ", value.sizes(), " but the model expects ", target.sizes()));
+    }
     target.copy_(value);
   };
   for (auto& item : model.named_parameters()) load(item.key(), item.value(), false);
@@ -53,6 +75,22 @@ void save_archive(torch::serialize::OutputArchive& archive, const std::filesyste
   }
   file.commit();
 }
+
+}  // namespace
+
+bool is_engine_checkpoint(const std::filesystem::path& path) {
+  std::ifstream file(path, std::ios::binary);
+  char magic[4] = {};
+  if (!file.read(magic, sizeof magic) || std::string_view(magic, 4) != std::string_view("PK\x03\x04", 4)) return false;
+  try {
+    // torch::serialize writes a TorchScript-style archive (constants.pkl); torch.save does not.
+    return caffe2::serialize::PyTorchStreamReader(path.string()).hasRecord("constants.pkl");
+  } catch (const c10::Error&) {
+    return false;
+  }
+}
+
+namespace {
 
 torch::serialize::InputArchive open_archive(const std::filesystem::path& path, const char* what) {
   TORCH_CHECK(std::filesystem::is_regular_file(path), "cac_engine::", what, ": expected a checkpoint at ",

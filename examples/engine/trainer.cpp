@@ -41,8 +41,8 @@ Config seeded(const Config& config, const TrainOptions& options) {
   return effective;
 }
 
-/// The model of `config` (announcing a data-parallel run) with its initial weights (`model.pretrained`, then `--load-from`), on
-/// `device`, its `SyncBN` layers synchronised over `group`.
+/// The model of `config` (announcing a data-parallel run) with its initial weights (`model.pretrained`,
+/// then `--load-from`), on `device`, its `SyncBN` layers synchronised over `group`, in training mode.
 cac_models::EncoderDecoder build_initial_model(const Config& effective, const TrainOptions& options,
                                                torch::Device device, const std::shared_ptr<ProcessGroup>& group,
                                                bool verbose) {
@@ -57,6 +57,7 @@ cac_models::EncoderDecoder build_initial_model(const Config& effective, const Tr
   model->to(device);
   const int64_t synchronized = synchronize_batch_norms(*model, group);
   if (verbose && synchronized > 0) fmt::print("SyncBN: {} batch norms synchronised\n", synchronized);
+  model->train();  // training mode, with the backbone's norm_eval applied
   return model;
 }
 
@@ -113,19 +114,28 @@ DeviceBatch next_batch(cac_data::TrainLoader& loader, torch::Device device) {
 
 /// One optimisation step of iteration `iteration` (1-based) at learning rate `lr`: forward (with
 /// autocast when enabled), a check that the total loss is finite, backward, gradients averaged
-/// over the ranks by `average`, clipping and the optimizer step. Returns the loss terms.
+/// over the ranks of `group`, clipping and the optimizer step. Returns the loss terms.
 std::map<std::string, torch::Tensor> train_step(cac_models::EncoderDecoder& model, torch::optim::Optimizer& optimizer,
                                                 MixedPrecision& amp, const DeviceBatch& data, double lr,
-                                                double grad_clip, const std::function<void()>& average,
-                                                int64_t iteration, int64_t rank) {
+                                                double grad_clip, ProcessGroup& group, int64_t iteration) {
   set_learning_rate(optimizer, lr);
   optimizer.zero_grad();
   const auto losses = amp.forward([&] { return model->forward_train(data.images, data.labels); });
   const double total = losses.at("total").item<double>();
   TORCH_CHECK(std::isfinite(total), "cac_engine::train: the loss became ", total, " at iteration ", iteration,
-              " on rank ", rank, "; lower optimizer.lr or set optimizer.grad_clip");
-  amp.backward_and_step(losses.at("total"), optimizer, model->parameters(), grad_clip, average);
+              " on rank ", group.rank(), "; lower optimizer.lr or set optimizer.grad_clip");
+  amp.backward_and_step(losses.at("total"), optimizer, model->parameters(), grad_clip,
+                        [&] { average_gradients(*model, group); });
   return losses;
+}
+
+/// The log of a run: `dir/log.jsonl` on rank 0, continuing after `state` when resuming.
+TrainLogOptions log_options(const TrainOptions& options, bool main_rank, int64_t total, const TrainState& state) {
+  return TrainLogOptions()
+      .path(main_rank ? options.work_dir() / "log.jsonl" : "")
+      .verbose(options.verbose() && main_rank)
+      .total(total)
+      .resume_from(options.resume() ? std::optional<int64_t>(state.iteration) : std::nullopt);
 }
 
 /// `body()`, but `on_failure()` first when it throws (then the exception goes on).
@@ -156,11 +166,9 @@ torch::Device parse_device(const std::string& spec) {
 std::string load_pretrained(torch::nn::Module& model, const std::filesystem::path& path, const std::string& source) {
   TORCH_CHECK(std::filesystem::is_regular_file(path), "cac_engine::load_pretrained: expected initial weights at ", path.string(),
               " but there is none");
-  try {
-    load_weights(model, path);
+  if (is_engine_checkpoint(path)) {
+    load_weights(model, path);  // every key must match; a mismatch says what the file holds
     return "loaded every key of " + path.string();
-  } catch (const c10::Error&) {
-    // Not a checkpoint of this engine: a PyTorch one.
   }
   const cac::io::StateDict state_dict =
       cac_models::convert_state_dict(cac::io::read_state_dict(path.string()), cac_models::checkpoint_source(source));
@@ -178,7 +186,6 @@ TrainResult train(const Config& config, const TrainOptions& options) {
   const bool main_rank = group->rank() == 0, verbose = options.verbose() && main_rank;
   const std::filesystem::path& dir = options.work_dir();
   if (main_rank) cac_io::write_file(dir / "config.yaml", effective.dump());
-
   cac_models::EncoderDecoder model = build_initial_model(effective, options, device, group, verbose);
   auto optimizer = build_optimizer(effective, *model);
   const LrSchedule lr_schedule(effective);
@@ -190,8 +197,7 @@ TrainResult train(const Config& config, const TrainOptions& options) {
   TrainState state;
   if (options.resume()) loader.restore((state = store.resume(*model, *optimizer, loader.options(), loader.batches_per_epoch())).loader);
   broadcast_parameters(*model, *group);
-  TrainLog log(TrainLogOptions().path(main_rank ? dir / "log.jsonl" : "").verbose(verbose).total(lr_schedule.iterations())
-                   .resume_from(options.resume() ? std::optional<int64_t>(state.iteration) : std::nullopt), *group);
+  TrainLog log(log_options(options, main_rank, lr_schedule.iterations(), state), *group);
   TrainResult result{state.iteration};
   const auto checkpoint = [&](int64_t iteration) {
     state = TrainState{iteration, loader.state(), state.best_miou};
@@ -205,13 +211,11 @@ TrainResult train(const Config& config, const TrainOptions& options) {
     log.evaluation(iteration, evaluation.metrics, evaluation.images, evaluation.ms_per_image);
     store.update_best(*model, evaluation.metrics.mIoU, state);
   };
-  const std::function<void()> average = [&] { average_gradients(*model, *group); };
-  model->train();
   const int64_t first = state.iteration;
   for (int64_t iter = first; iter < every.end; ++iter) {
     const DeviceBatch data = next_batch(loader, device);
     const auto start = Clock::now();
-    const auto losses = train_step(model, *optimizer, amp, data, lr_schedule.at(iter), every.grad_clip, average, iter + 1, group->rank());
+    const auto losses = train_step(model, *optimizer, amp, data, lr_schedule.at(iter), every.grad_clip, *group, iter + 1);
     log.add(losses, data.seconds, seconds(start, Clock::now()));
     const int64_t done = iter + 1;
     if (done % every.log == 0 || done == every.end) log.flush(done, lr_schedule.at(iter), data.batch.epoch, data.images.size(0) * group->size());

@@ -147,6 +147,39 @@ TEST_CASE("trainer: initial weights from a PyTorch .pth in mmseg and official CA
                     Catch::Contains("to share keys with the model but none matched"));
 }
 
+TEST_CASE("trainer: a cac-train checkpoint of another configuration is refused with what it holds", "[trainer]") {
+  const fs::path dir = fs::temp_directory_path() / "cac_trainer_other_config";
+  fs::remove_all(dir);
+  const Config trained = tiny_config(dir / "data", true, 2);
+  cac_engine::train(trained, cac_engine::TrainOptions().work_dir(dir / "run").verbose(false));
+  const fs::path latest = dir / "run" / "latest.pt";
+  CHECK(cac_engine::is_engine_checkpoint(latest));
+  CHECK(cac_engine::is_engine_checkpoint(dir / "run" / "best.pt"));
+  cac::io::write_state_dict(cac::io::state_dict_of(*cac_engine::build_model(trained)), (dir / "torch.pth").string());
+  CHECK_FALSE(cac_engine::is_engine_checkpoint(dir / "torch.pth"));
+  CHECK_FALSE(cac_engine::is_engine_checkpoint(dir / "run" / "config.yaml"));
+  CHECK_FALSE(cac_engine::is_engine_checkpoint(dir / "missing.pt"));
+
+  // Same model, 6 classes instead of 4: the file says what it is and the shapes that differ.
+  Config six = tiny_config(dir / "data6", true, 2);
+  six.set("model.num_classes=6");
+  auto model = cac_engine::build_model(six);
+  CHECK_THROWS_WITH(cac_engine::load_pretrained(*model, latest, "mmseg"),
+                    Catch::Contains(latest.string() + " is a cac-train checkpoint of fcn_tiny + CAC with 4 classes, "
+                                    "not one of this model: 'decode_head.conv_seg.weight' has shape [4, ") &&
+                        Catch::Contains("but the model expects [6, ") && Catch::Contains("model.num_classes"));
+  // The baseline of the same model lacks the CAC keys the model expects.
+  Config with_cac = tiny_config(dir / "data", true, 2);
+  cac_engine::train(tiny_config(dir / "data", false, 2), cac_engine::TrainOptions().work_dir(dir / "base").verbose(false));
+  auto cac_model = cac_engine::build_model(with_cac);
+  CHECK_THROWS_WITH(cac_engine::load_weights(*cac_model, dir / "base" / "latest.pt"),
+                    Catch::Contains("is a cac-train checkpoint of fcn_tiny with 4 classes, not one of this model: the "
+                                    "model's key 'decode_head.cac.") && Catch::Contains("is missing"));
+  // best.pt stores no config: still a clear message.
+  CHECK_THROWS_WITH(cac_engine::load_weights(*model, dir / "run" / "best.pt"),
+                    Catch::Contains("is a checkpoint of cac-train, not one of this model"));
+}
+
 TEST_CASE("trainer: bfloat16 autocast on CPU (runtime.amp) trains with finite losses", "[trainer]") {
   const fs::path dir = fs::temp_directory_path() / "cac_trainer_amp";
   fs::remove_all(dir);
