@@ -65,7 +65,8 @@ expect_match("${out}${err}" "--strict requires --model" "--strict without --mode
 # 6. A successful conversion writes OUT by renaming its temporary: OUT exists, no .tmp remains,
 #    and it reads back with the same number of tensors.
 convert(0 ${in} ${WORK}/ok.pth --from mmseg)
-expect_match("${out}" "read 26 tensors from [^\n]*in.pth \\(mmseg\\), 26 after conversion\nwrote [^\n]*ok.pth" "conversion")
+expect_match("${out}" "read 26 tensors from [^\n]*in.pth \\(mmseg\\), 26 after conversion" "conversion")
+expect_match("${out}" "\nwrote [^\n]*ok.pth\n" "conversion")
 convert(0 ${WORK}/ok.pth ${WORK}/again.pth --from backbone)
 expect_match("${out}" "read 26 tensors from [^\n]*ok.pth" "read back")
 file(GLOB leftovers ${WORK}/*.tmp ${WORK}/sub/*)
