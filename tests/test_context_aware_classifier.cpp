@@ -344,6 +344,23 @@ TEST_CASE("ContextAwareClassifier in float16 on the CPU computes C in float32", 
       CHECK(weight.grad().abs().max().item<double>() > 0.0);
     }
   }
+  SECTION("with dropout in training (LibTorch has no CPU float16 bernoulli): dropped in float32") {
+    cac::ContextAwareClassifier<torch::nn::Conv2d> wrapper{cac::ContextAwareClassifierOptions(kHead).dropout(0.5)};
+    wrapper->to(torch::kHalf);
+    const auto p_eval = [&] {
+      wrapper->eval();
+      return wrapper->classifier_logits(f16);
+    }();
+    wrapper->train();
+    torch::manual_seed(132);
+    const auto p_train = wrapper->classifier_logits(f16);
+    CHECK(p_train.scalar_type() == torch::kHalf);
+    // Channel dropout with ratio 0.5: each channel is dropped or doubled, so p differs from the
+    // eval-mode p (W.f + b without dropout) whichever channels are dropped.
+    CHECK(!torch::equal(p_train, p_eval));
+    const auto out = wrapper->forward_train(f16, labels);
+    CHECK(torch::isfinite(cac::ContextAwareLoss()->forward(out, labels).total).item<bool>());
+  }
   SECTION("a strided 1x1 convolution cannot be computed as W.f + b: refused clearly") {
     cac::ContextAwareClassifier<torch::nn::Conv2d> wrapper(
         torch::nn::Conv2d(torch::nn::Conv2dOptions(6, 4, 1).stride(2)), kHead);

@@ -110,16 +110,18 @@ class ContextAwareClassifierImpl : public torch::nn::Cloneable<ContextAwareClass
   /// of float32, float16 and bfloat16, as autocast casts them). float16 on the CPU, where
   /// LibTorch 1.13 has no float16 convolution or matrix product, is computed in float32 as the
   /// per-pixel map `W·f + b` of the 1×1 classifier and returned in float16 (convolutions with a
-  /// stride or padding other than 1 and 0 are refused there). NaN/Inf in `features` or C propagate.
+  /// stride or padding other than 1 and 0 are refused there), the dropout too. NaN/Inf in `features`
+  /// or C propagate.
   torch::Tensor classifier_logits(const torch::Tensor& features) {
     const bool half_on_cpu = check_features(features);
+    const torch::Tensor source = half_on_cpu ? features.to(at::kFloat) : features;  // dropout too: no CPU float16 bernoulli
     const torch::Tensor input = (this->is_training() && options.dropout() > 0.0)
-                                    ? at::feature_dropout(features, options.dropout(), /*train=*/true)
-                                    : features;
+                                    ? at::feature_dropout(source, options.dropout(), /*train=*/true)
+                                    : source;
     if (half_on_cpu) {
       const torch::Tensor& weight = classifier->weight;
       const torch::Tensor& bias = classifier->bias;
-      const torch::Tensor flat = at::linear(input.movedim(1, -1).to(at::kFloat),
+      const torch::Tensor flat = at::linear(input.movedim(1, -1),
                                             weight.reshape({weight.size(0), weight.size(1)}).to(at::kFloat),
                                             bias.defined() ? bias.to(at::kFloat) : torch::Tensor());
       return flat.movedim(-1, 1).to(at::kHalf);
