@@ -258,3 +258,116 @@ TEST_CASE("a tiny network with ContextAwareClassifier trains every term down", "
   INFO("held-out pixel accuracy " << accuracy);
   CHECK(accuracy > 0.9);  // measured 0.95-0.97 over 7 data seeds
 }
+
+TEST_CASE("ContextAwareClassifier checks dtypes and devices before running the classifier", "[ContextAwareClassifier][dtype]") {
+  using Catch::Matchers::Contains;
+  using Catch::Matchers::StartsWith;
+  const std::string who = "cac::ContextAwareClassifier: expected ";
+  const auto f = torch::randn({2, 6, 5, 7});
+  SECTION("a float64 classifier with float32 features (was a torch error without the cac:: prefix)") {
+    cac::ContextAwareClassifier<torch::nn::Conv2d> wrapper{cac::ContextAwareClassifierOptions(kHead)};
+    wrapper->classifier->to(torch::kDouble);
+    REQUIRE_THROWS_WITH(wrapper->forward(f),
+                        StartsWith(who + "features of the classifier's dtype Double but got Float (float32, float16 "
+                                         "and bfloat16 may be mixed only under autocast: cac::AutocastGuard)"));
+    REQUIRE_THROWS_WITH(wrapper->forward_train(f, torch::zeros({2, 5, 7}, torch::kLong)),
+                        StartsWith(who + "features of the classifier's dtype Double but got Float"));
+  }
+  SECTION("float32 and bfloat16 meet without autocast: refused; under autocast: accepted") {
+    cac::ContextAwareClassifier<torch::nn::Conv2d> wrapper{cac::ContextAwareClassifierOptions(kHead)};
+    REQUIRE_THROWS_WITH(wrapper->forward(f.to(torch::kBFloat16)),
+                        StartsWith(who + "features of the classifier's dtype Float but got BFloat16"));
+    cac::AutocastGuard autocast(torch::kCPU, torch::kBFloat16);
+    const auto pp = wrapper->forward(f.to(torch::kBFloat16));
+    CHECK(pp.scalar_type() == torch::kFloat);
+    CHECK(pp.sizes() == torch::IntArrayRef({2, 4, 5, 7}));
+    // float64 never mixes, autocast or not.
+    wrapper->classifier->to(torch::kDouble);
+    REQUIRE_THROWS_WITH(wrapper->forward(f), StartsWith(who + "features of the classifier's dtype Double but got Float "
+                                                              "(under autocast only float32, float16 and bfloat16 may be mixed)"));
+  }
+  SECTION("features on another device than the classifier") {
+    cac::ContextAwareClassifier<torch::nn::Linear> wrapper{cac::ContextAwareClassifierOptions(kHead)};
+    REQUIRE_THROWS_WITH(wrapper->forward(torch::empty({2, 6, 5, 7}, torch::TensorOptions().device(torch::kMeta))),
+                        StartsWith(who + "features on the classifier's device cpu but got meta"));
+  }
+  SECTION("features with a spatial size 0") {
+    cac::ContextAwareClassifier<torch::nn::Conv2d> wrapper{cac::ContextAwareClassifierOptions(kHead)};
+    REQUIRE_THROWS_WITH(wrapper->forward(f.narrow(3, 0, 0)),
+                        StartsWith(who + "features with non-empty spatial dims but got [2, 6, 5, 0] (spatial dim 1 is 0)"));
+  }
+}
+
+TEST_CASE("ContextAwareClassifier in float16 on the CPU computes C in float32", "[ContextAwareClassifier][dtype]") {
+  // LibTorch 1.13 has no CPU float16 conv2d ("slow_conv2d_cpu") nor addmm; the wrapper runs the
+  // 1x1 classifier as W.f + b in float32 and returns p in float16. Reference: the same float16
+  // weights and features, everything in float64 (p by the naive matmul, pp by a double head).
+  torch::manual_seed(131);
+  const auto f16 = torch::randn({2, 6, 5, 7}).to(torch::kHalf);
+  const auto labels = torch::randint(0, 4, {2, 10, 14});
+  for (const bool linear : {false, true}) {
+    DYNAMIC_SECTION((linear ? "Linear" : "Conv2d")) {
+      torch::Tensor p, pp, weight, bias;
+      cac::ContextAwareHead head{nullptr};
+      auto run = [&](auto& wrapper) {
+        wrapper->to(torch::kHalf);
+        p = wrapper->classifier_logits(f16);
+        pp = wrapper->forward(f16);
+        weight = wrapper->classifier->weight;
+        bias = wrapper->classifier->bias;
+        head = wrapper->head;
+        const auto out = wrapper->forward_train(f16, labels);
+        cac::ContextAwareLoss()->forward(out, labels).total.backward();
+      };
+      if (linear) {
+        cac::ContextAwareClassifier<torch::nn::Linear> wrapper{cac::ContextAwareClassifierOptions(kHead)};
+        run(wrapper);
+      } else {
+        cac::ContextAwareClassifier<torch::nn::Conv2d> wrapper{cac::ContextAwareClassifierOptions(kHead)};
+        run(wrapper);
+      }
+      CHECK(p.scalar_type() == torch::kHalf);
+      CHECK(pp.scalar_type() == torch::kHalf);
+      const auto f64 = f16.to(torch::kDouble);
+      const auto w64 = weight.detach().reshape({4, 6}).to(torch::kDouble);
+      const auto p64 = cac_test::classifier_logits(f64, w64, bias.detach().to(torch::kDouble));
+      // p: one float16 rounding of values of size ~2: within 2^-11 relative, 4e-3 absolute here.
+      CHECK(cac_test::all_close(p.to(torch::kDouble), p64, 4e-3, 2e-3));
+      auto head64 = std::dynamic_pointer_cast<cac::ContextAwareHeadImpl>(head->clone());
+      head64->to(torch::kDouble);
+      const auto pp64 = head64->forward(f64, w64, p.to(torch::kDouble));
+      // pp is computed in float32 from the float16 inputs, then rounded once to float16 (|pp| <= tau = 15).
+      CHECK(cac_test::all_close(pp.to(torch::kDouble), pp64, 1e-2, 2e-3));
+      REQUIRE(weight.grad().defined());
+      CHECK(weight.grad().scalar_type() == torch::kHalf);
+      CHECK(torch::isfinite(weight.grad()).all().item<bool>());
+      CHECK(weight.grad().abs().max().item<double>() > 0.0);
+    }
+  }
+  SECTION("with dropout in training (LibTorch has no CPU float16 bernoulli): dropped in float32") {
+    cac::ContextAwareClassifier<torch::nn::Conv2d> wrapper{cac::ContextAwareClassifierOptions(kHead).dropout(0.5)};
+    wrapper->to(torch::kHalf);
+    const auto p_eval = [&] {
+      wrapper->eval();
+      return wrapper->classifier_logits(f16);
+    }();
+    wrapper->train();
+    torch::manual_seed(132);
+    const auto p_train = wrapper->classifier_logits(f16);
+    CHECK(p_train.scalar_type() == torch::kHalf);
+    // Channel dropout with ratio 0.5: each channel is dropped or doubled, so p differs from the
+    // eval-mode p (W.f + b without dropout) whichever channels are dropped.
+    CHECK(!torch::equal(p_train, p_eval));
+    const auto out = wrapper->forward_train(f16, labels);
+    CHECK(torch::isfinite(cac::ContextAwareLoss()->forward(out, labels).total).item<bool>());
+  }
+  SECTION("a strided 1x1 convolution cannot be computed as W.f + b: refused clearly") {
+    cac::ContextAwareClassifier<torch::nn::Conv2d> wrapper(
+        torch::nn::Conv2d(torch::nn::Conv2dOptions(6, 4, 1).stride(2)), kHead);
+    wrapper->to(torch::kHalf);
+    REQUIRE_THROWS_WITH(wrapper->forward(f16),
+                        Catch::StartsWith("cac::ContextAwareClassifier: float16 on the CPU runs the classifier in "
+                                          "float32 as a 1x1 map, which needs stride 1 and padding 0, but the "
+                                          "classifier has stride [2, 2]"));
+  }
+}

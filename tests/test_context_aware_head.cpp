@@ -8,6 +8,8 @@
 #include "support/builders.hpp"
 #include "support/test_support.hpp"
 
+#include <cmath>
+#include <limits>
 #include <sstream>
 
 using cac_test::make_head;
@@ -486,4 +488,51 @@ TEST_CASE("ContextAwareHead inference is lean", "[ContextAwareHead]") {
   // ...and both agree with the naive loops in double.
   const auto theta_p = cac::ContextAwareHeadImpl::projector_weights(head->context_projector);
   CHECK(cac_test::all_close(lean, naive::context_logits(f, C, p, theta_p, 15.0), 1e-5, 1e-5));
+}
+
+TEST_CASE("ContextAwareHead degenerate shapes and non-finite options", "[ContextAwareHead]") {
+  const auto pb = make_problem(2, 6, 4, {4, 5}, {8, 8}, 141);
+  auto head = make_head(6, 4, 142);
+  const auto& f = pb.features;
+  const auto& C = pb.weight;
+  const auto& p = pb.logits;
+  const auto& y = pb.labels;
+  using Catch::Matchers::StartsWith;
+  const std::string who = "cac::ContextAwareHead: expected ";
+  SECTION("features with h = 0 and 8x8 labels (was pp and py of size 0 and a loss of exactly 0)") {
+    REQUIRE_THROWS_WITH(head->forward_train(f.narrow(2, 0, 0), C, p.narrow(2, 0, 0), y),
+                        StartsWith(who + "features with non-empty spatial dims but got [2, 6, 0, 5] (spatial dim 0 is 0)"));
+    REQUIRE_THROWS_WITH(head->forward(f.narrow(3, 0, 0), C, p.narrow(3, 0, 0)),
+                        StartsWith(who + "features with non-empty spatial dims but got [2, 6, 4, 0] (spatial dim 1 is 0)"));
+  }
+  SECTION("labels of another batch size than the features") {
+    REQUIRE_THROWS_WITH(head->forward_train(f, C, p, y.narrow(0, 0, 1)),
+                        StartsWith(who + "labels of shape [2, 2 spatial dims] but got [1, 8, 8]"));
+  }
+  SECTION("B = 0: empty pp and py of the right shape") {
+    const auto out = head->forward_train(f.narrow(0, 0, 0), C, p.narrow(0, 0, 0), y.narrow(0, 0, 0));
+    CHECK(out.context_logits.sizes() == torch::IntArrayRef({0, 4, 4, 5}));
+    CHECK(out.oracle_logits.sizes() == torch::IntArrayRef({0, 4, 4, 5}));
+  }
+  SECTION("tau = inf or nan") {
+    REQUIRE_THROWS_WITH(cac::ContextAwareHead(cac::ContextAwareHeadOptions(6, 4).tau(std::numeric_limits<double>::infinity())),
+                        StartsWith(who + "tau > 0 and finite but got inf"));
+    REQUIRE_THROWS_WITH(cac::ContextAwareHead(cac::ContextAwareHeadOptions(6, 4).tau(std::nan(""))),
+                        StartsWith(who + "tau > 0 but got nan"));
+  }
+  SECTION("NaN propagate as documented: a NaN feature of image 0 spoils all of image 0's pp, not image 1's") {
+    // pp pools soft prototypes over each image, so one NaN pixel reaches every pixel of its image.
+    auto g = f.clone();
+    g[0][1][2][3] = std::nan("");
+    const auto pp = head->forward(g, C, cac_test::classifier_logits(g, C, pb.bias));
+    CHECK(torch::isnan(pp[0]).all().item<bool>());
+    CHECK(torch::isfinite(pp[1]).all().item<bool>());
+    // A NaN in row 2 of the classifier weight reaches class 2 of every image (θp maps each class's
+    // [prototype, C row] on its own), and no other class.
+    auto D = C.clone();
+    D[2][0] = std::nan("");
+    const auto pd = head->forward(f, D, p);
+    CHECK(torch::isnan(pd.select(1, 2)).all().item<bool>());
+    CHECK(torch::isfinite(pd.index({torch::indexing::Slice(), torch::tensor({0, 1, 3})})).all().item<bool>());
+  }
 }

@@ -8,6 +8,8 @@
 #include "support/builders.hpp"
 #include "support/test_support.hpp"
 
+#include <cmath>
+#include <limits>
 #include <sstream>
 
 namespace F = torch::nn::functional;
@@ -198,7 +200,8 @@ TEST_CASE("ContextAwareLoss module contract and errors", "[ContextAwareLoss]") {
     cac::ContextAwareLoss(cac::ContextAwareLossOptions().kl_weight(0.5))->pretty_print(s);
     CHECK(s.str() ==
           "cac::ContextAwareLoss(kl_weight=0.5, logits_weight=1, context_weight=1, oracle_weight=1, "
-          "align_corners=false, ignore_index=255, teacher_weight=0.5, entropy_weighted=true, class_wise=true)");
+          "align_corners=false, ignore_index=255, teacher_weight=0.5, entropy_weighted=true, class_wise=true, "
+          "check_finite=false)");
   }
   const auto pb = cac_test::make_problem(2, 6, 4, {4, 5}, {8, 10}, 91);
   const auto& p = pb.logits;
@@ -287,4 +290,123 @@ TEST_CASE("ContextAwareLoss gradients match finite differences", "[ContextAwareL
                                      inputs);
   CHECK(r.ok);
   CHECK(r.max_error < 1e-7);
+}
+
+TEST_CASE("ContextAwareLoss check_finite names the non-finite terms and inputs", "[ContextAwareLoss][finite]") {
+  // Every label is class 0 (none ignored), so a NaN anywhere in pp reaches CE(pp) through the
+  // bilinear upsampling and the class-wise KL through its [B, n, S] x [B, S, 3] product.
+  const auto pb = cac_test::make_problem(2, 6, 4, {4, 5}, {8, 10}, 121);
+  const auto y = torch::zeros({2, 8, 10}, torch::kLong);
+  const cac::ContextAwareOutput clean{pb.logits, pb.logits * 0.5, pb.logits.flip(1)};
+  using Catch::Matchers::Contains;
+  using Catch::Matchers::StartsWith;
+  const auto checked = cac::ContextAwareLossOptions().check_finite(true);
+  SECTION("finite inputs: the same terms, bit for bit, as without the check") {
+    const auto a = cac::ContextAwareLoss()->forward(clean, y);
+    const auto b = cac::ContextAwareLoss(checked)->forward(clean, y);
+    for (const auto& [x, z] : {std::make_pair(a.total, b.total), std::make_pair(a.kl, b.kl),
+                               std::make_pair(a.context_ce, b.context_ce)}) {
+      CHECK(torch::equal(x, z));
+    }
+    CHECK(std::isfinite(b.total.item<double>()));
+  }
+  SECTION("one NaN in pp: CE(pp), KL and the total are named; p and py are finite") {
+    auto pp = clean.context_logits.clone();
+    pp[1][2][3][4] = std::nan("");
+    // Without the check the NaN comes back silently (the documented default).
+    const auto silent = cac::ContextAwareLoss()->forward({clean.logits, pp, clean.oracle_logits}, y);
+    CHECK(std::isnan(silent.total.item<double>()));
+    CHECK(std::isfinite(silent.logits_ce.item<double>()));
+    CHECK(std::isfinite(silent.oracle_ce.item<double>()));
+    REQUIRE_THROWS_WITH(cac::ContextAwareLoss(checked)->forward({clean.logits, pp, clean.oracle_logits}, y),
+                        StartsWith("cac::ContextAwareLoss: expected finite loss terms (check_finite) but got "
+                                   "context_ce = nan, kl = nan, total = nan; inputs: logits finite, "
+                                   "context_logits 1 nan and 0 inf of 160 values, oracle_logits finite"));
+    // The functional twin says the same under its own name.
+    REQUIRE_THROWS_WITH(cac::functional::context_aware_loss({clean.logits, pp, clean.oracle_logits}, y, checked),
+                        StartsWith("cac::functional::context_aware_loss: expected finite loss terms (check_finite) "
+                                   "but got context_ce = nan, kl = nan, total = nan;"));
+  }
+  SECTION("an Inf in p and two in py: counted per input") {
+    auto p = clean.logits.clone();
+    p[0][0][0][0] = std::numeric_limits<double>::infinity();
+    auto py = clean.oracle_logits.clone();
+    py[0][1][0][0] = -std::numeric_limits<double>::infinity();
+    py[1][1][1][1] = std::numeric_limits<double>::infinity();
+    REQUIRE_THROWS_WITH(cac::ContextAwareLoss(checked)->forward({p, clean.context_logits, py}, y),
+                        Contains("logits_ce = nan") && Contains("oracle_ce = nan") &&
+                            Contains("inputs: logits 0 nan and 1 inf of 160 values, context_logits finite, "
+                                     "oracle_logits 0 nan and 2 inf of 160 values"));
+  }
+  SECTION("a NaN in a term with weight 0 is still reported") {
+    auto p = clean.logits.clone();
+    p[0][0][0][0] = std::nan("");
+    const auto options = cac::ContextAwareLossOptions().logits_weight(0).check_finite(true);
+    REQUIRE_THROWS_WITH(cac::ContextAwareLoss(options)->forward({p, clean.context_logits, clean.oracle_logits}, y),
+                        Contains("but got logits_ce = nan; inputs: logits 1 nan and 0 inf of 160 values"));
+  }
+  SECTION("NaN features reach the loss through the head and are caught there") {
+    auto head = cac_test::make_head(6, 4, 122);
+    auto f = pb.features.clone();
+    f[0][3][2][2] = std::nan("");
+    const auto out = head->forward_train(f, pb.weight, cac_test::classifier_logits(f, pb.weight, pb.bias), y);
+    REQUIRE_THROWS_WITH(cac::ContextAwareLoss(checked)->forward(out, y),
+                        StartsWith("cac::ContextAwareLoss: expected finite loss terms (check_finite) but got ") &&
+                            Contains("total = nan"));
+  }
+}
+
+TEST_CASE("ContextAwareLoss weights must be finite and non-negative", "[ContextAwareLoss][finite]") {
+  using Catch::Matchers::StartsWith;
+  const std::string who = "cac::ContextAwareLoss: expected ";
+  const double nan = std::nan(""), inf = std::numeric_limits<double>::infinity();
+  REQUIRE_THROWS_WITH(cac::ContextAwareLoss(cac::ContextAwareLossOptions().kl_weight(nan)),
+                      StartsWith(who + "kl_weight >= 0 but got nan"));
+  REQUIRE_THROWS_WITH(cac::ContextAwareLoss(cac::ContextAwareLossOptions().kl_weight(-1)),
+                      StartsWith(who + "kl_weight >= 0 but got -1"));
+  REQUIRE_THROWS_WITH(cac::ContextAwareLoss(cac::ContextAwareLossOptions().logits_weight(inf)),
+                      StartsWith(who + "logits_weight >= 0 and finite but got inf"));
+  REQUIRE_THROWS_WITH(cac::ContextAwareLoss(cac::ContextAwareLossOptions().context_weight(-0.5)),
+                      StartsWith(who + "context_weight >= 0 but got -0.5"));
+  REQUIRE_THROWS_WITH(cac::ContextAwareLoss(cac::ContextAwareLossOptions().oracle_weight(nan)),
+                      StartsWith(who + "oracle_weight >= 0 but got nan"));
+  SECTION("options changed after construction are checked by reset() and by the functional") {
+    cac::ContextAwareLoss loss;
+    loss->options.kl_weight(nan);
+    REQUIRE_THROWS_WITH(loss->reset(), StartsWith(who + "kl_weight >= 0 but got nan"));
+    const auto pb = cac_test::make_problem(2, 6, 4, {4, 5}, {8, 10}, 123);
+    REQUIRE_THROWS_WITH(cac::functional::context_aware_loss({pb.logits, pb.logits, pb.logits}, pb.labels,
+                                                            cac::ContextAwareLossOptions().kl_weight(nan)),
+                        StartsWith("cac::functional::context_aware_loss: expected kl_weight >= 0 but got nan"));
+  }
+  SECTION("zero weights stay valid (Table 2)") {
+    CHECK_NOTHROW(cac::ContextAwareLoss(cac::ContextAwareLossOptions().kl_weight(0).logits_weight(0)));
+  }
+}
+
+TEST_CASE("ContextAwareLoss degenerate shapes: empty grids refused, an empty batch gives 0", "[ContextAwareLoss]") {
+  using Catch::Matchers::StartsWith;
+  const auto pb = cac_test::make_problem(2, 6, 4, {4, 5}, {8, 8}, 124);
+  const auto& p = pb.logits;
+  SECTION("pp with a spatial size 0 and 8x8 labels (was a loss of exactly 0)") {
+    const auto empty = p.narrow(2, 0, 0);
+    REQUIRE_THROWS_WITH(cac::ContextAwareLoss()->forward({empty, empty, empty}, pb.labels),
+                        StartsWith("cac::ContextAwareLoss: expected context_logits with non-empty spatial dims but "
+                                   "got [2, 4, 0, 5] (spatial dim 0 is 0)"));
+    REQUIRE_THROWS_WITH(cac::EntropyAwareKL()->forward(p.narrow(3, 0, 0), p.narrow(3, 0, 0), pb.labels),
+                        StartsWith("cac::EntropyAwareKL: expected student with non-empty spatial dims but got "
+                                   "[2, 4, 4, 0] (spatial dim 1 is 0)"));
+  }
+  SECTION("labels of another batch size") {
+    REQUIRE_THROWS_WITH(cac::ContextAwareLoss()->forward({p, p, p}, pb.labels.narrow(0, 0, 1)),
+                        StartsWith("cac::ContextAwareLoss: expected labels of shape [2, 2 spatial dims] but got [1, 8, 8]"));
+  }
+  SECTION("B = 0: every term 0, also with check_finite (no pixel, as with all labels ignored)") {
+    const auto empty = p.narrow(0, 0, 0);
+    const auto losses = cac::ContextAwareLoss(cac::ContextAwareLossOptions().check_finite(true))
+                            ->forward({empty, empty, empty}, pb.labels.narrow(0, 0, 0));
+    CHECK(losses.total.item<double>() == 0.0);
+    CHECK(losses.kl.item<double>() == 0.0);
+    CHECK(losses.context_ce.item<double>() == 0.0);
+  }
 }

@@ -12,6 +12,7 @@
 
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -786,6 +787,8 @@ TEST_CASE("bad inputs raise c10::Error naming the function", "[functional]") {
                       who + "logits of the features' dtype Double but got Float");
     REQUIRE_CAC_ERROR(F::soft_prototypes(f, torch::Tensor()), who + "logits of shape [B, n, *spatial]");
     REQUIRE_CAC_ERROR(F::soft_prototypes(torch::Tensor(), p), who + "a defined features tensor");
+    REQUIRE_CAC_ERROR(F::soft_prototypes(f.narrow(3, 0, 0), p.narrow(3, 0, 0)),
+                      who + "features with non-empty spatial dims but got [2, 4, 4, 0] (spatial dim 1 is 0)");
   }
   SECTION("ground_truth_prototypes") {
     const std::string who = "cac::functional::ground_truth_prototypes: expected ";
@@ -815,6 +818,10 @@ TEST_CASE("bad inputs raise c10::Error naming the function", "[functional]") {
     REQUIRE_CAC_ERROR(F::cosine_logits(f, C, 0.0), who + "tau > 0 but got 0");
     REQUIRE_CAC_ERROR(F::cosine_logits(f, C, -1.5), who + "tau > 0 but got -1.5");
     REQUIRE_CAC_ERROR(F::cosine_logits(f, C, std::nan("")), who + "tau > 0 but got nan");
+    REQUIRE_CAC_ERROR(F::cosine_logits(f, C, std::numeric_limits<double>::infinity()),
+                      who + "tau > 0 and finite but got inf");
+    REQUIRE_CAC_ERROR(F::cosine_logits(f.narrow(2, 0, 0), C),
+                      who + "features with non-empty spatial dims but got [2, 4, 0, 4] (spatial dim 0 is 0)");
     REQUIRE_CAC_ERROR(F::cosine_logits(f, torch::zeros({3, 5}, torch::kDouble)),
                       who + "weight of shape [n, 4] or [2, n, 4] but got [3, 5]");
     REQUIRE_CAC_ERROR(F::cosine_logits(f, torch::zeros({3, 3, 4}, torch::kDouble)),

@@ -58,6 +58,7 @@ TEST_CASE("options have the documented defaults", "[options]") {
     REQUIRE(o.oracle_weight() == 1.0);
     REQUIRE(!o.align_corners());
     REQUIRE(o.ignore_index() == 255);
+    REQUIRE(!o.check_finite());
     require_default_kl(o.kl());
   }
   SECTION("ContextAwareClassifierOptions(512, 150)") {
@@ -111,8 +112,10 @@ TEST_CASE("option setters chain and return the same object", "[options]") {
                      .oracle_weight(0.5)
                      .align_corners(true)
                      .ignore_index(100)
-                     .kl(cac::EntropyAwareKLOptions().teacher_weight(0.2));
+                     .kl(cac::EntropyAwareKLOptions().teacher_weight(0.2))
+                     .check_finite(true);
     REQUIRE(&same == &o);
+    REQUIRE(o.check_finite());
     REQUIRE(o.kl_weight() == 0.0);
     REQUIRE(o.logits_weight() == 0.4);
     REQUIRE(o.context_weight() == 2.0);

@@ -3,6 +3,8 @@
 /// `cac::ContextAwareClassifier`: a drop-in replacement for a model's final classifier.
 
 #include <cac/context_aware_head.hpp>
+#include <cac/detail/autocast.hpp>
+#include <cac/detail/tensor_utils.hpp>
 #include <cac/options.hpp>
 #include <cac/outputs.hpp>
 
@@ -103,11 +105,27 @@ class ContextAwareClassifierImpl : public torch::nn::Cloneable<ContextAwareClass
   }
 
   /// The original classifier's logits p = C(dropout(f)) `[B, n, *spatial]`; dropout only in training.
+  ///
+  /// `features` must be on C's device and, without autocast, in C's dtype (under autocast any mix
+  /// of float32, float16 and bfloat16, as autocast casts them). float16 on the CPU, where
+  /// LibTorch 1.13 has no float16 convolution or matrix product, is computed in float32 as the
+  /// per-pixel map `W·f + b` of the 1×1 classifier and returned in float16 (convolutions with a
+  /// stride or padding other than 1 and 0 are refused there), the dropout too. NaN/Inf in `features`
+  /// or C propagate.
   torch::Tensor classifier_logits(const torch::Tensor& features) {
-    check_features(features);
+    const bool half_on_cpu = check_features(features);
+    const torch::Tensor source = half_on_cpu ? features.to(at::kFloat) : features;  // dropout too: no CPU float16 bernoulli
     const torch::Tensor input = (this->is_training() && options.dropout() > 0.0)
-                                    ? at::feature_dropout(features, options.dropout(), /*train=*/true)
-                                    : features;
+                                    ? at::feature_dropout(source, options.dropout(), /*train=*/true)
+                                    : source;
+    if (half_on_cpu) {
+      const torch::Tensor& weight = classifier->weight;
+      const torch::Tensor& bias = classifier->bias;
+      const torch::Tensor flat = at::linear(input.movedim(1, -1),
+                                            weight.reshape({weight.size(0), weight.size(1)}).to(at::kFloat),
+                                            bias.defined() ? bias.to(at::kFloat) : torch::Tensor());
+      return flat.movedim(-1, 1).to(at::kHalf);
+    }
     if constexpr (std::is_same_v<Classifier, torch::nn::Linear>) {
       return classifier->forward(input.movedim(1, -1)).movedim(-1, 1);
     } else {
@@ -116,6 +134,9 @@ class ContextAwareClassifierImpl : public torch::nn::Cloneable<ContextAwareClass
   }
 
   /// pp `[B, n, *spatial]` for `features` `[B, d, *spatial]`: what inference uses (argmax over dim 1).
+  ///
+  /// Dtypes and devices as `classifier_logits` checks them; NaN/Inf in `features` or in the
+  /// weights propagate to pp (not checked, see `ContextAwareLossOptions::check_finite`).
   ///
   /// Autocast-safe: under the caller's autocast the classifier C runs as autocast decides (p in
   /// reduced precision), the CAC maths in float32 with C's own float32 weights, and pp comes out in
@@ -128,6 +149,7 @@ class ContextAwareClassifierImpl : public torch::nn::Cloneable<ContextAwareClass
   /// p, pp and py for `features` `[B, d, *spatial]` and integer `labels` `[B, *spatial']`,
   /// ready for `cac::ContextAwareLoss`.
   /// Dtypes as in `forward`: p as the classifier returns it, pp and py in float32 under autocast.
+  /// NaN/Inf in the inputs or weights propagate (not checked).
   ContextAwareOutput forward_train(const torch::Tensor& features, const torch::Tensor& labels) {
     torch::Tensor logits = classifier_logits(features);
     return head->forward_train(features, classifier->weight, logits, labels);
@@ -141,14 +163,40 @@ class ContextAwareClassifierImpl : public torch::nn::Cloneable<ContextAwareClass
   ContextAwareHead head{nullptr};
 
  private:
-  void check_features(const torch::Tensor& features) const {
+  /// Checks `features` against the options and C; returns whether C must run in float32 because
+  /// both are float16 on the CPU without autocast (LibTorch 1.13 has no CPU float16 conv/addmm).
+  bool check_features(const torch::Tensor& features) const {
     constexpr const char* who = "cac::ContextAwareClassifier";
     detail::check_features(who, features, options.head().channels());
+    const torch::Tensor& weight = classifier->weight;
     if constexpr (!std::is_same_v<Classifier, torch::nn::Linear>) {
-      TORCH_CHECK(features.dim() == classifier->weight.dim(), who, ": expected features with ",
-                  classifier->weight.dim() - 2, " spatial dims for this convolution classifier but got ",
-                  features.sizes());
+      TORCH_CHECK(features.dim() == weight.dim(), who, ": expected features with ", weight.dim() - 2,
+                  " spatial dims for this convolution classifier but got ", features.sizes());
     }
+    TORCH_CHECK(features.device() == weight.device(), who, ": expected features on the classifier's device ",
+                weight.device(), " but got ", features.device());
+    const c10::ScalarType type = features.scalar_type(), weight_type = weight.scalar_type();
+    const bool autocast = detail::autocast_is_enabled(features.device().type());
+    TORCH_CHECK(type == weight_type || (autocast && detail::compatible_dtypes(type, weight_type)), who,
+                ": expected features of the classifier's dtype ", weight_type, " but got ", type,
+                autocast ? " (under autocast only float32, float16 and bfloat16 may be mixed)"
+                         : " (float32, float16 and bfloat16 may be mixed only under autocast: cac::AutocastGuard)");
+    const bool half_on_cpu = !autocast && features.is_cpu() && type == at::kHalf;
+    if constexpr (!std::is_same_v<Classifier, torch::nn::Linear>) {
+      if (half_on_cpu) {
+        const auto& conv = classifier->options;
+        bool pointwise = true;
+        for (const int64_t stride : at::IntArrayRef(conv.stride())) pointwise = pointwise && stride == 1;
+        using Sizes = std::decay_t<decltype(conv.stride())>;
+        if (const auto* padding = c10::get_if<Sizes>(&conv.padding())) {
+          for (const int64_t size : at::IntArrayRef(*padding)) pointwise = pointwise && size == 0;
+        }
+        TORCH_CHECK(pointwise, who, ": float16 on the CPU runs the classifier in float32 as a 1x1 map, which needs "
+                    "stride 1 and padding 0, but the classifier has stride ", at::IntArrayRef(conv.stride()),
+                    " or a non-zero padding; use bfloat16 or float32 on the CPU");
+      }
+    }
+    return half_on_cpu;
   }
 };
 

@@ -62,7 +62,8 @@ class ContextAwareHeadImpl : public torch::nn::Cloneable<ContextAwareHeadImpl> {
   /// computed in float32, and float32, float16 and bfloat16 inputs may be mixed (autocast gives a
   /// reduced-precision p beside a float32 C); see docs/api.md, "Mixed precision". Under
   /// `torch::NoGradGuard` it keeps at most one `[B, n, S]` temporary and never copies contiguous
-  /// float features.
+  /// float features. NaN/Inf in any input or projector weight propagate to pp (not checked; see
+  /// `ContextAwareLossOptions::check_finite` for training).
   torch::Tensor forward(const torch::Tensor& features, const torch::Tensor& classifier_weight,
                         const torch::Tensor& logits) {
     const torch::Tensor weight = check_inputs(features, classifier_weight, logits);
@@ -75,7 +76,7 @@ class ContextAwareHeadImpl : public torch::nn::Cloneable<ContextAwareHeadImpl> {
   /// `ignore_index`), resized to the feature grid as PyTorch's `interpolate(mode='nearest')`.
   /// Gradients reach f through every branch and C through both concatenations (the oracle starts
   /// from a detached copy of C, as released). `logits` is passed through as is; pp and py have
-  /// the dtype `forward` documents.
+  /// the dtype `forward` documents. NaN/Inf in the inputs propagate to pp and py (not checked).
   ContextAwareOutput forward_train(const torch::Tensor& features, const torch::Tensor& classifier_weight,
                                    const torch::Tensor& logits, const torch::Tensor& labels) {
     const torch::Tensor weight = check_inputs(features, classifier_weight, logits);

@@ -30,8 +30,9 @@ class ContextAwareLossImpl : public torch::nn::Cloneable<ContextAwareLossImpl> {
   /// Builds the loss from its options.
   explicit ContextAwareLossImpl(const ContextAwareLossOptions& options_ = {}) : options(options_) { reset(); }
 
-  /// Checks the options; the loss has no parameters.
-  void reset() override { detail::check_kl_options("cac::ContextAwareLoss", options.kl()); }
+  /// Checks the options (the weights finite and >= 0, teacher_weight in [0, 1]); the loss has no
+  /// parameters.
+  void reset() override { detail::check_loss_options("cac::ContextAwareLoss", options); }
 
   /// Prints `cac::ContextAwareLoss(kl_weight=..., ...)`.
   void pretty_print(std::ostream& stream) const override {
@@ -40,17 +41,22 @@ class ContextAwareLossImpl : public torch::nn::Cloneable<ContextAwareLossImpl> {
            << ", oracle_weight=" << options.oracle_weight() << ", align_corners=" << options.align_corners()
            << ", ignore_index=" << options.ignore_index() << ", teacher_weight=" << options.kl().teacher_weight()
            << ", entropy_weighted=" << options.kl().entropy_weighted()
-           << ", class_wise=" << options.kl().class_wise() << ")";
+           << ", class_wise=" << options.kl().class_wise() << ", check_finite=" << options.check_finite() << ")";
   }
 
   /// Every term and the weighted total for the head's `output` and `labels` `[B, *spatial']`
   /// (integer, at any resolution). `output.oracle_logits` may be undefined only when the oracle
   /// and distillation weights are 0. Every term is 0-dim float32 (float64 for float64 pp), computed
   /// in float32 for float16/bfloat16 logits (which may be mixed with float32) with or without
-  /// autocast, like LibTorch's own losses under autocast.
+  /// autocast, like LibTorch's own losses under autocast. NaN/Inf in the logits give NaN/Inf terms
+  /// silently unless `options.check_finite`, which throws a `c10::Error` naming the non-finite
+  /// terms and how many NaN/Inf each input holds.
   ContextAwareLosses forward(const ContextAwareOutput& output, const torch::Tensor& labels) {
-    detail::check_loss_inputs("cac::ContextAwareLoss", output, labels, options);
-    return detail::context_aware_loss(output, labels, options);
+    constexpr const char* who = "cac::ContextAwareLoss";
+    detail::check_loss_inputs(who, output, labels, options);
+    ContextAwareLosses losses = detail::context_aware_loss(output, labels, options);
+    detail::check_finite_losses(who, losses, output, options);
+    return losses;
   }
 
   /// The options the loss was built with.

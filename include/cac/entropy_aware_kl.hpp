@@ -42,6 +42,8 @@ class EntropyAwareKLImpl : public torch::nn::Cloneable<EntropyAwareKLImpl> {
   /// The loss, 0-dim: float32 for float32, float16 and bfloat16 inputs (which may be mixed),
   /// float64 for float64; computed in that dtype with or without autocast. `student` and `teacher`
   /// are `[B, n, *spatial]`; `labels` `[B, *spatial']` at any resolution. `teacher` is detached.
+  /// NaN/Inf in `student` or `teacher` give a NaN/Inf loss (not checked; see
+  /// `ContextAwareLossOptions::check_finite`).
   torch::Tensor forward(const torch::Tensor& student, const torch::Tensor& teacher, const torch::Tensor& labels) {
     detail::check_kl_inputs("cac::EntropyAwareKL", student, teacher, labels, options.ignore_index());
     return detail::entropy_aware_kl(student, teacher, labels, options);

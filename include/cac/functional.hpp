@@ -25,6 +25,11 @@
 #include <c10/util/accumulate.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <cmath>
+#include <sstream>
+#include <utility>
+#include <vector>
+
 namespace cac {
 
 /// The weights of one projector θ (paper Eqs. 2 and 5): Linear(2d → h, no bias), ReLU,
@@ -305,7 +310,7 @@ inline void check_head_options(const char* who, const ContextAwareHeadOptions& o
   TORCH_CHECK(options.num_classes() > 0, who, ": expected num_classes > 0 but got ", options.num_classes());
   TORCH_CHECK(options.hidden_channels() > 0, who, ": expected hidden_channels > 0 but got ",
               options.hidden_channels());
-  TORCH_CHECK(options.tau() > 0, who, ": expected tau > 0 but got ", options.tau());
+  check_real_option(who, "tau", options.tau(), Bound::Positive);
 }
 
 /// Checks the options of the distillation loss.
@@ -322,10 +327,19 @@ inline void check_kl_inputs(const char* who, const at::Tensor& student, const at
   check_labels(who, labels, student.size(0), student.dim() - 2, student.size(1), ignore_index, student.device());
 }
 
+/// Checks the options of the training objective: the distillation's, and four finite weights >= 0.
+inline void check_loss_options(const char* who, const ContextAwareLossOptions& options) {
+  check_kl_options(who, options.kl());
+  check_real_option(who, "kl_weight", options.kl_weight(), Bound::NonNegative);
+  check_real_option(who, "logits_weight", options.logits_weight(), Bound::NonNegative);
+  check_real_option(who, "context_weight", options.context_weight(), Bound::NonNegative);
+  check_real_option(who, "oracle_weight", options.oracle_weight(), Bound::NonNegative);
+}
+
 /// Checks the inputs of the training objective.
 inline void check_loss_inputs(const char* who, const ContextAwareOutput& output, const at::Tensor& labels,
                               const ContextAwareLossOptions& options) {
-  check_kl_options(who, options.kl());
+  check_loss_options(who, options);
   const at::Tensor& reference = output.context_logits;
   check_features(who, reference, -1, "context_logits");
   TORCH_CHECK(reference.dim() >= 3 && reference.dim() <= 5, who,
@@ -369,6 +383,38 @@ inline ContextAwareLosses context_aware_loss(const ContextAwareOutput& output, c
   return losses;
 }
 
+/// With `options.check_finite()`, throws unless every term of `losses` (weighted or not) is
+/// finite: the message names each non-finite term and value and how many NaN/Inf each input holds,
+/// e.g. "who: expected finite loss terms (check_finite) but got kl = nan, total = nan; inputs:
+/// logits finite, context_logits 3 nan and 0 inf of 160 values, oracle_logits finite". One
+/// synchronisation when every term is finite.
+inline void check_finite_losses(const char* who, const ContextAwareLosses& losses, const ContextAwareOutput& output,
+                                const ContextAwareLossOptions& options) {
+  if (!options.check_finite()) return;
+  const std::pair<const char*, at::Tensor> terms[] = {{"logits_ce", losses.logits_ce},
+                                                      {"context_ce", losses.context_ce},
+                                                      {"oracle_ce", losses.oracle_ce},
+                                                      {"kl", losses.kl},
+                                                      {"total", losses.total}};
+  std::vector<at::Tensor> values;
+  for (const auto& term : terms) values.push_back(term.second.detach().reshape({}));
+  const at::Tensor all = at::stack(values).to(at::kDouble).cpu();
+  if (at::isfinite(all).all().item<bool>()) return;
+  std::ostringstream message;
+  message << who << ": expected finite loss terms (check_finite) but got ";
+  const char* separator = "";
+  for (size_t i = 0; i < values.size(); ++i) {
+    const double value = all[static_cast<int64_t>(i)].item<double>();
+    if (std::isfinite(value)) continue;
+    message << separator << terms[i].first << " = " << (std::isnan(value) ? "nan" : value > 0 ? "inf" : "-inf");
+    separator = ", ";
+  }
+  message << "; inputs: logits " << non_finite_summary(output.logits) << ", context_logits "
+          << non_finite_summary(output.context_logits) << ", oracle_logits "
+          << non_finite_summary(output.oracle_logits);
+  TORCH_CHECK(false, message.str());
+}
+
 }  // namespace detail
 
 namespace functional {
@@ -378,6 +424,7 @@ namespace functional {
 ///
 /// `features` `[B, d, *spatial]`, `logits` `[B, n, *spatial]` → `[B, n, d]` in the features' compute
 /// dtype (float32 for float16/bfloat16, with or without autocast).
+/// NaN/Inf in `features` or `logits` propagate to the result (not checked).
 /// ```
 /// auto prototypes = cac::functional::soft_prototypes(features, classifier(features));
 /// ```
@@ -397,7 +444,9 @@ inline at::Tensor soft_prototypes(const at::Tensor& features, const at::Tensor& 
 /// pixels, each absent class keeps its (detached) row of `classifier_weight`.
 ///
 /// Returns `[n, d]` for `OracleScope::Batch`, `[B, n, d]` for `OracleScope::Image`, in the features'
-/// compute dtype (float32 for float16/bfloat16, with or without autocast).
+/// compute dtype (float32 for float16/bfloat16, with or without autocast). NaN/Inf in `features`
+/// propagate to the prototypes of the classes whose pixels hold them, in `classifier_weight` to
+/// the absent classes' rows (not checked).
 /// ```
 /// auto oracle = cac::functional::ground_truth_prototypes(f, conv->weight, labels);
 /// ```
@@ -422,13 +471,14 @@ inline at::Tensor ground_truth_prototypes(const at::Tensor& features, const at::
 /// `features` `[B, d, *spatial]`, `weight` `[n, d]` (shared) or `[B, n, d]` (per image)
 /// → `[B, n, *spatial]`, computed in float32 for float16/bfloat16 and returned in the features'
 /// dtype, or in float32 when the caller has autocast on. No normalised copy of the features is made.
+/// NaN/Inf in `features` or `weight` propagate (an Inf feature gives NaN logits); not checked.
 /// ```
 /// auto logits = cac::functional::cosine_logits(features, prototypes, 15.0);
 /// ```
 inline at::Tensor cosine_logits(const at::Tensor& features, const at::Tensor& weight, double tau = 15.0) {
   constexpr const char* who = "cac::functional::cosine_logits";
   detail::check_features(who, features, -1);
-  TORCH_CHECK(tau > 0, who, ": expected tau > 0 but got ", tau);
+  detail::check_real_option(who, "tau", tau, detail::Bound::Positive);
   TORCH_CHECK(weight.defined() && (weight.dim() == 2 || (weight.dim() == 3 && weight.size(0) == features.size(0))) &&
                   weight.size(-1) == features.size(1),
               who, ": expected weight of shape [n, ", features.size(1), "] or [", features.size(0), ", n, ",
@@ -449,6 +499,8 @@ inline at::Tensor cosine_logits(const at::Tensor& features, const at::Tensor& we
 /// Computed in float32 for float16/bfloat16 inputs; returned in the features' dtype, or in their
 /// compute dtype (float32) when the caller has autocast on for the features' device.
 ///
+/// NaN/Inf in any input or projector weight propagate to pp (not checked).
+///
 /// See `cac::ContextAwareHead::forward`, which calls this with its `context_projector`.
 inline at::Tensor context_logits(const at::Tensor& features, const at::Tensor& classifier_weight,
                                  const at::Tensor& logits, const ProjectorWeights& projector,
@@ -466,6 +518,8 @@ inline at::Tensor context_logits(const at::Tensor& features, const at::Tensor& c
 /// `A_y = θy(prototypes ⊕ C)`, `py = τ·cos(f, A_y)`. Training only.
 ///
 /// Returned in the features' dtype, or float32 under autocast, as `context_logits`.
+///
+/// NaN/Inf in any input or projector weight propagate to py (not checked).
 ///
 /// See `cac::ContextAwareHead::forward_train`, which calls this with its `oracle_projector`.
 inline at::Tensor oracle_logits(const at::Tensor& features, const at::Tensor& classifier_weight,
@@ -485,6 +539,8 @@ inline at::Tensor oracle_logits(const at::Tensor& features, const at::Tensor& cl
 /// (paper Eqs. 7, 10, 11; released label mixing by default). `labels` are resized to the
 /// logits' grid with nearest; `teacher` is detached. Returns a 0-dim tensor in the student's
 /// compute dtype (float32 for float16/bfloat16 inputs, float64 for float64), autocast or not.
+/// NaN/Inf in `student` or `teacher` give a NaN/Inf loss (not checked; the loss's `check_finite`
+/// option of `cac::functional::context_aware_loss` checks it).
 /// ```
 /// auto kl = cac::functional::entropy_aware_kl(out.context_logits, out.oracle_logits, labels);
 /// ```
@@ -502,11 +558,16 @@ inline at::Tensor entropy_aware_kl(const at::Tensor& student, const at::Tensor& 
 /// Each cross-entropy upsamples its logits to the label size ((bi/tri)linear, `align_corners`)
 /// and averages over non-ignored pixels (0 when all are ignored); the distillation runs at the
 /// logits' resolution. Every term is 0-dim in pp's compute dtype (float32 for float16/bfloat16,
-/// float64 for float64), autocast or not. See `cac::ContextAwareLoss`.
+/// float64 for float64), autocast or not. NaN/Inf in the logits give NaN/Inf terms silently
+/// unless `options.check_finite()`, which throws naming the non-finite terms and counting each
+/// input's NaN/Inf. The weights must be finite and >= 0. See `cac::ContextAwareLoss`.
 inline ContextAwareLosses context_aware_loss(const ContextAwareOutput& output, const at::Tensor& labels,
                                              const ContextAwareLossFuncOptions& options = {}) {
-  detail::check_loss_inputs("cac::functional::context_aware_loss", output, labels, options);
-  return detail::context_aware_loss(output, labels, options);
+  constexpr const char* who = "cac::functional::context_aware_loss";
+  detail::check_loss_inputs(who, output, labels, options);
+  ContextAwareLosses losses = detail::context_aware_loss(output, labels, options);
+  detail::check_finite_losses(who, losses, output, options);
+  return losses;
 }
 
 /// `labels` `[B, *spatial']` resized to `[B, *size]` exactly as PyTorch's

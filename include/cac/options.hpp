@@ -88,7 +88,8 @@ struct EntropyAwareKLOptions {
 
 /// Options of `cac::ContextAwareLoss`, the training objective of paper Eq. 8.
 ///
-/// Zero weights reproduce the rows of the paper's Table 2.
+/// Zero weights reproduce the rows of the paper's Table 2. The weights must be
+/// finite and >= 0 (checked when the loss is built and on every functional call).
 ///
 /// Example:
 /// ```
@@ -118,6 +119,11 @@ struct ContextAwareLossOptions {
   /// this struct's `ignore_index`.
   /// Default: EntropyAwareKLOptions()
   TORCH_ARG(EntropyAwareKLOptions, kl) = {};
+  /// Check that every loss term is finite and throw a `c10::Error` naming the
+  /// non-finite terms and how many NaN/Inf each input holds. One synchronisation
+  /// per call when on; off, NaN/Inf inputs give NaN/Inf losses silently.
+  /// Default: false
+  TORCH_ARG(bool, check_finite) = false;
 };
 
 /// Options of `cac::ContextAwareClassifier`, the drop-in classifier wrapper.

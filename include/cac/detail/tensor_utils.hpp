@@ -1,7 +1,7 @@
 #pragma once
 /// \file
-/// Internal helpers shared by the cac modules and functionals: input
-/// validation, compute dtypes, nearest label resizing and one-hot masks.
+/// Internal helpers shared by the cac modules and functionals: input and option
+/// validation, non-finite summaries, compute dtypes, nearest label resizing and one-hot masks.
 /// Not part of the public API.
 
 #include <ATen/ATen.h>
@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <numeric>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -32,8 +33,38 @@ inline std::vector<int64_t> spatial_sizes(const at::Tensor& tensor) {
   return tensor.sizes().slice(2).vec();
 }
 
+/// The range a real option must lie in, besides being finite (`check_real_option`).
+enum class Bound {
+  /// Finite and >= 0 (loss weights).
+  NonNegative,
+  /// Finite and > 0 (scales such as tau).
+  Positive,
+};
+
+/// Checks the real option `name`: finite (NaN and Inf are programming errors) and within `bound`.
+/// Messages: "who: expected tau > 0 but got 0" (or nan), "who: expected tau > 0 and finite but got inf".
+inline void check_real_option(const char* who, const char* name, double value, Bound bound) {
+  const bool in_range = bound == Bound::Positive ? value > 0.0 : value >= 0.0;  // false for NaN
+  TORCH_CHECK(in_range && std::isfinite(value), who, ": expected ", name, bound == Bound::Positive ? " > 0" : " >= 0",
+              std::isinf(value) ? " and finite" : "", " but got ", value);
+}
+
+/// "finite", "undefined" or "3 nan and 1 inf of 40 values" for `tensor`, for error messages.
+/// Costs one pass and one synchronisation; meant for the error path only.
+inline std::string non_finite_summary(const at::Tensor& tensor) {
+  if (!tensor.defined()) return "undefined";
+  if (!at::isFloatingType(tensor.scalar_type())) return "finite";
+  const at::Tensor counts = at::stack({at::isnan(tensor).sum(), at::isinf(tensor).sum()}).cpu();
+  const int64_t nans = counts[0].item<int64_t>(), infs = counts[1].item<int64_t>();
+  if (nans == 0 && infs == 0) return "finite";
+  std::ostringstream text;
+  text << nans << " nan and " << infs << " inf of " << tensor.numel() << " values";
+  return text.str();
+}
+
 /// Checks that `tensor` (called `name` in messages) is a floating `[B, d, *spatial]` tensor
-/// (d = `channels` unless `channels` < 0).
+/// (d = `channels` unless `channels` < 0) with non-empty spatial dims. B = 0 is allowed (empty
+/// results, losses 0); a spatial size 0 is refused, as no label can be resized onto it.
 inline void check_features(const char* who, const at::Tensor& tensor, int64_t channels,
                            const char* name = "features") {
   TORCH_CHECK(tensor.defined(), who, ": expected a defined ", name, " tensor but got an undefined one");
@@ -43,6 +74,10 @@ inline void check_features(const char* who, const at::Tensor& tensor, int64_t ch
               " but got dtype ", tensor.scalar_type());
   TORCH_CHECK(channels < 0 || tensor.size(1) == channels, who, ": expected ", name, " of shape [B, ", channels,
               ", *spatial] (d = ", channels, ") but got ", tensor.sizes());
+  for (int64_t i = 2; i < tensor.dim(); ++i) {
+    TORCH_CHECK(tensor.size(i) > 0, who, ": expected ", name, " with non-empty spatial dims but got ", tensor.sizes(),
+                " (spatial dim ", i - 2, " is 0)");
+  }
 }
 
 /// Whether tensors of dtypes `a` and `b` may meet in one cac call: equal dtypes, or any mix of
