@@ -48,6 +48,7 @@ cac_models::ModelOptions model_options(const Config& config) {
       .logits_weight(config.get<double>("model.cac_loss.logits_weight"))
       .context_weight(config.get<double>("model.cac_loss.context_weight"))
       .oracle_weight(config.get<double>("model.cac_loss.oracle_weight"))
+      .check_finite(config.get<bool>("model.cac_loss.check_finite"))
       .kl(cac::EntropyAwareKLOptions()
               .teacher_weight(config.get<double>("model.cac_loss.kl.teacher_weight"))
               .entropy_weighted(config.get<bool>("model.cac_loss.kl.entropy_weighted"))

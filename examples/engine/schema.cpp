@@ -88,6 +88,9 @@ std::vector<KeySpec> declare() {
   key("model.cac_head.oracle_scope", K::String, "oracle prototypes pooled per `batch` (released code) or `image` (paper Eq. 1)")
       .def(scope)
       .one_of({"batch", "image"});
+  key("model.cac_loss.check_finite", K::Boolean,
+      "throw naming the non-finite loss term and input (cac::ContextAwareLossOptions::check_finite)")
+      .def(loss.check_finite());
   key("model.cac_loss.kl_weight", K::Number, "λ, weight of the distillation term (paper Eq. 8)").def(loss.kl_weight()).min(0);
   key("model.cac_loss.logits_weight", K::Number, "weight of the cross-entropy on the original logits p")
       .def(loss.logits_weight())

@@ -300,6 +300,7 @@ TEST_CASE("config: every option of the library's head and loss is reachable from
       {"model.cac_head.tau=20", [](const Options& o) { return o.cac_head.tau(); }, 20},
       {"model.cac_head.hidden_channels=7", [](const Options& o) { return double(o.cac_head.hidden_channels().value_or(-1)); }, 7},
       {"model.cac_head.oracle_scope=image", [](const Options& o) { return double(o.cac_head.oracle_scope() == cac::OracleScope::Image); }, 1},
+      {"model.cac_loss.check_finite=true", [](const Options& o) { return double(o.cac_loss.check_finite()); }, 1},
       {"model.cac_loss.kl_weight=0.5", [](const Options& o) { return o.cac_loss.kl_weight(); }, 0.5},
       {"model.cac_loss.logits_weight=0.25", [](const Options& o) { return o.cac_loss.logits_weight(); }, 0.25},
       {"model.cac_loss.context_weight=0", [](const Options& o) { return o.cac_loss.context_weight(); }, 0},

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <iomanip>
 #include <sstream>
+#include <vector>
 #include <string>
 
 namespace io_test {
@@ -94,6 +95,15 @@ struct TempDir {
     std::filesystem::remove_all(path, ignored);
   }
   std::string file(const std::string& name) const { return (path / name).string(); }
+  /// Names in the directory that look like a writer's temporary (`*.tmp*`).
+  std::vector<std::string> temporaries() const {
+    std::vector<std::string> out;
+    for (const auto& entry : std::filesystem::directory_iterator(path)) {
+      const std::string name = entry.path().filename().string();
+      if (name.find(".tmp") != std::string::npos) out.push_back(name);
+    }
+    return out;
+  }
   static int& counter() {
     static int n = 0;
     return n;

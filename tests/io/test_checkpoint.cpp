@@ -104,7 +104,7 @@ TEST_CASE("writer: C++ -> file -> C++ and Python, bit-exact", "[io][write]") {
       const auto original = cac::io::read_state_dict(fixture(name + ".pth"), cac::io::ReadOptions().warn(false));
       const std::string path = dir.file(name + "_cpp.pth");
       cac::io::write_state_dict(original, path);
-      CHECK_FALSE(std::filesystem::exists(path + ".tmp"));
+      CHECK(dir.temporaries().empty());
       const auto expected = read_json(fixture(name + ".expected.json"));
       check_expected(cac::io::read_state_dict(path), expected);
       if (!python_torch_available()) {
@@ -129,7 +129,7 @@ TEST_CASE("writer: an empty dict, a CPU copy of views, errors", "[io][write]") {
     CHECK_THAT(error_of([&] { cac::io::write_state_dict(sd, dir.file("bad.pth")); }),
                Catch::Contains("cac::io::write_state_dict: expected defined tensors but 'w' is undefined"));
     CHECK_FALSE(std::filesystem::exists(dir.file("bad.pth")));
-    CHECK_FALSE(std::filesystem::exists(dir.file("bad.pth.tmp")));
+    CHECK(dir.temporaries().empty());
   }
   SECTION("unwritable directory") {
     CHECK_THAT(error_of([&] { cac::io::write_state_dict({{"w", torch::ones(2)}}, dir.file("no/such/dir/x.pth")); }),

@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cerrno>
 #include <cstring>
 #include <exception>
 #include <filesystem>
@@ -36,6 +37,8 @@
 #include <unordered_map>
 #include <utility>
 #include <vector>
+
+#include <unistd.h>
 
 namespace cac {
 namespace io {
@@ -365,10 +368,12 @@ inline void write_state_dict(const StateDict& state_dict, const std::string& pat
   if (!state_dict.empty()) pickle.op('u');
   pickle.op('.');
 
-  const std::string temp = path + ".tmp";
+  // A temporary of this process beside the target: a user's own `OUT.tmp` and a concurrent writer
+  // of the same OUT are left alone.
+  const std::string temp = path + ".tmp." + std::to_string(::getpid());
   try {
     std::ofstream file(temp, std::ios::binary | std::ios::trunc);
-    TORCH_CHECK(file.good(), who, ": cannot open ", temp, " for writing");
+    TORCH_CHECK(file.good(), who, ": cannot open ", temp, " for writing: ", std::strerror(errno));
     caffe2::serialize::PyTorchStreamWriter writer([&file](const void* data, size_t size) -> size_t {
       file.write(static_cast<const char*>(data), static_cast<std::streamsize>(size));
       return file.good() ? size : 0;
