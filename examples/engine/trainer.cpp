@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cmath>
 #include <map>
+#include <regex>
 #include <tuple>
 
 namespace cac_engine {
@@ -27,6 +28,27 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double seconds(Clock::time_point start, Clock::time_point end) { return std::chrono::duration<double>(end - start).count(); }
+
+/// Makes the work dir ready for a run of `effective` and writes its `config.yaml` (rank 0): a work
+/// dir that holds a run (any of the files `train` writes) is continued (`resume`), emptied of those
+/// files (`overwrite`) or refused, so two runs never mix; other files are left alone.
+void prepare_work_dir(const TrainOptions& options, const Config& effective) {
+  const std::filesystem::path& dir = options.work_dir();
+  static const std::regex run_file(R"((iter_\d+\.pt|latest\.pt|best\.pt|log\.jsonl|config\.yaml|curves\.png))");
+  std::vector<std::filesystem::path> run_files;
+  if (std::filesystem::is_directory(dir)) {
+    for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+      if (std::regex_match(entry.path().filename().string(), run_file)) run_files.push_back(entry.path());
+    }
+  }
+  if (!options.resume() && !run_files.empty()) {
+    TORCH_CHECK(options.overwrite(), "cac_engine::train: expected a work directory without a run but ", dir.string(),
+                " holds one (", run_files.front().filename().string(), ", ", run_files.size(),
+                " files); use --resume to continue it, --overwrite to replace it, or another --work-dir");
+    for (const auto& file : run_files) std::filesystem::remove(file);
+  }
+  cac_io::write_file(dir / "config.yaml", effective.dump());
+}
 
 /// `config` with `runtime.seed` set to the seed of this run (`--seed` or the config's); seeds
 /// LibTorch with it and turns on deterministic algorithms when asked. The same seed on every rank
@@ -185,7 +207,7 @@ TrainResult train(const Config& config, const TrainOptions& options) {
   const auto group = options.group() ? options.group() : join_environment_group(device, options.timeout());
   const bool main_rank = group->rank() == 0, verbose = options.verbose() && main_rank;
   const std::filesystem::path& dir = options.work_dir();
-  if (main_rank) cac_io::write_file(dir / "config.yaml", effective.dump());
+  if (main_rank) prepare_work_dir(options, effective);
   cac_models::EncoderDecoder model = build_initial_model(effective, options, device, group, verbose);
   auto optimizer = build_optimizer(effective, *model);
   const LrSchedule lr_schedule(effective);

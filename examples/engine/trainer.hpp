@@ -38,6 +38,11 @@ struct TrainOptions {
   /// Continue from `work_dir/latest.pt` (model, optimizer, iteration, RNG and loader state).
   /// Default: false
   TORCH_ARG(bool, resume) = false;
+  /// Replace the run a work dir already holds (its `iter_N.pt`, `latest.pt`, `best.pt`,
+  /// `log.jsonl`, `config.yaml` and `curves.png` are deleted first). Without it, or `resume`, a
+  /// work dir holding a run is refused: two runs never mix.
+  /// Default: false
+  TORCH_ARG(bool, overwrite) = false;
   /// Initial weights loaded by key before training: a checkpoint of this engine, or a PyTorch
   /// `.pth` (mmseg layout; `model.pretrained_source` in the config names other layouts).
   /// Default: ""

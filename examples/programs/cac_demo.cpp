@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
         const std::filesystem::path run_dir = dir / file;
         run.work_dir = run_dir;
-        run.training = cac_engine::train(run.config, cac_engine::TrainOptions().work_dir(run_dir).seed(seed));
+        run.training = cac_engine::train(run.config, cac_engine::TrainOptions().work_dir(run_dir).overwrite(true).seed(seed));
         run.network = cac_engine::build_model(run.config);
         cac_engine::load_weights(*run.network, run_dir / "latest.pt");
         run.evaluation = cac_engine::evaluate(run.network, run.config, cac_engine::EvaluateOptions().branches(true));

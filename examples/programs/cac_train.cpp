@@ -1,4 +1,4 @@
-// cac-train CONFIG [--work-dir DIR] [--resume] [--load-from CKPT] [--set key=value ...]
+// cac-train CONFIG [--work-dir DIR] [--resume | --overwrite] [--load-from CKPT] [--set key=value ...]
 //                  [--device cpu|cuda|cuda:N] [--seed N] [--deterministic] [--stop-at N]
 //                  [--nproc N] [--timeout SECONDS]
 // Trains the model of CONFIG (docs/training.md), evaluating it on the way, and prints the final
@@ -15,13 +15,15 @@ int main(int argc, char** argv) {
   CLI::App app("cac-train: train a segmentation model of the cac model zoo from a config");
   std::string config_file, work_dir, load_from, device = "cpu";
   std::vector<std::string> overrides;
-  bool resume = false, deterministic = false;
+  bool resume = false, overwrite = false, deterministic = false;
   std::optional<int64_t> seed;
   int64_t stop_at = 0, nproc = 1;
   double timeout = 1800;
   app.add_option("config", config_file, "config file (YAML)")->required()->check(CLI::ExistingFile);
   app.add_option("--work-dir", work_dir, "work directory (default: work_dirs/<config name>)");
-  app.add_flag("--resume", resume, "continue from WORK_DIR/latest.pt");
+  auto* resume_flag = app.add_flag("--resume", resume, "continue from WORK_DIR/latest.pt");
+  app.add_flag("--overwrite", overwrite, "replace the run WORK_DIR already holds (without it, such a work dir is refused)")
+      ->excludes(resume_flag);
   app.add_option("--load-from", load_from, "initial weights (a cac-train checkpoint)");
   app.add_option("--set", overrides, "override a config key: key.sub=value (repeatable)");
   app.add_option("--device", device, "cpu, cuda or cuda:N");
@@ -41,6 +43,7 @@ int main(int argc, char** argv) {
     const auto result = cac_engine::train(config, cac_engine::TrainOptions()
                                                       .work_dir(work_dir)
                                                       .resume(resume)
+                                                      .overwrite(overwrite)
                                                       .load_from(load_from)
                                                       .device(cac_engine::parse_device(device))
                                                       .seed(seed)

@@ -180,6 +180,30 @@ TEST_CASE("trainer: a cac-train checkpoint of another configuration is refused w
                     Catch::Contains("is a checkpoint of cac-train, not one of this model"));
 }
 
+TEST_CASE("trainer: a work dir holding a run is resumed, replaced with overwrite, or refused", "[trainer]") {
+  const fs::path dir = fs::temp_directory_path() / "cac_trainer_work_dir";
+  fs::remove_all(dir);
+  const Config config = tiny_config(dir / "data", false, 2);
+  const auto options = cac_engine::TrainOptions().work_dir(dir / "run").verbose(false);
+  cac_engine::train(config, options);
+  std::ofstream(dir / "run" / "notes.txt") << "mine";
+  const auto before = fs::last_write_time(dir / "run" / "latest.pt");
+  CHECK_THROWS_WITH(cac_engine::train(config, options),
+                    Catch::Contains("expected a work directory without a run but " + (dir / "run").string() +
+                                    " holds one") && Catch::Contains("use --resume to continue it, --overwrite to replace it"));
+  CHECK(fs::last_write_time(dir / "run" / "latest.pt") == before);  // refused before touching anything
+  // overwrite: the old run's files go (iter_2.pt of a 2-iteration run is replaced by a 1-iteration run's iter_1.pt).
+  Config one = config;
+  one.set("schedule.iterations=1");
+  cac_engine::train(one, cac_engine::TrainOptions(options).overwrite(true));
+  CHECK(fs::exists(dir / "run" / "iter_1.pt"));
+  CHECK_FALSE(fs::exists(dir / "run" / "iter_2.pt"));
+  CHECK(fs::exists(dir / "run" / "notes.txt"));  // not a file of the run: left alone
+  std::ifstream log(dir / "run" / "log.jsonl");
+  std::string line;
+  while (std::getline(log, line)) CHECK(line.find("\"iter\":2") == std::string::npos);
+}
+
 TEST_CASE("trainer: bfloat16 autocast on CPU (runtime.amp) trains with finite losses", "[trainer]") {
   const fs::path dir = fs::temp_directory_path() / "cac_trainer_amp";
   fs::remove_all(dir);
