@@ -379,6 +379,31 @@ void Config::check_relations(Use use) const {
   }
 }
 
+std::string pretrained_weights(const Config& config) {
+  const std::string path = config.get<std::string>("model.pretrained");
+  return path == kNoPretrained ? std::string() : path;
+}
+
+void Config::check_pretrained() const {
+  const std::string path = pretrained_weights(*this);
+  if (path.empty()) return;
+  std::error_code error;
+  if (std::filesystem::is_regular_file(path, error)) return;
+  const std::string source = get<std::string>("model.pretrained_source");
+  const std::string url = get<std::string>("model.pretrained_url");
+  const std::string model = has("model.name") ? get<std::string>("model.name") : "NAME";
+  std::filesystem::path where = std::filesystem::path(path);
+  if (where.is_relative()) where = std::filesystem::current_path(error) / where;
+  fail("model.pretrained",
+       "expected the initial weights '" + path + "' (" + where.lexically_normal().string() + ") but there is no such file. " +
+           (url.empty() ? std::string("Put the file there") : "Download " + url + " to that path") +
+           " (docs/training.md, \"Pretrained weights\"); it is read as it is, zip or legacy torch.save, keys in the `" +
+           source + "` layout (model.pretrained_source), so no conversion is needed; `cac-convert " + path +
+           " checked.pth --from " + source + " --model " + model +
+           "` prints how its keys match the model. Or point to your copy with --set model.pretrained=PATH, or train "
+           "from scratch on purpose with --set model.pretrained=" + kNoPretrained);
+}
+
 void Config::validate(Use use) const {
   check_section(root_, "");
   if (use != Use::Any) {
@@ -389,6 +414,7 @@ void Config::validate(Use use) const {
     }
   }
   check_relations(use);
+  if (use == Use::Training) check_pretrained();
 }
 
 std::string Config::dump() const {

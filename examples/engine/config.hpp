@@ -91,7 +91,10 @@ class Config {
   /// unknown one gets a "did you mean"), every value has its type, closed set and range, the keys
   /// `use` requires are present, and the keys agree (`model.num_classes` and the dataset's
   /// classes, `ratio_range` ordered, sliding-window stride within the crop, a `custom` dataset's
-  /// directories). Throws the first problem as `c10::Error` naming the file, key and value.
+  /// directories). For `Use::Training`, the file `model.pretrained` names must exist (unless it
+  /// is `none` or empty): a Table 1 config without its ImageNet weights fails here, naming the
+  /// file, `model.pretrained_url`, the layout and the `none` escape, instead of training from
+  /// scratch. Throws the first problem as `c10::Error` naming the file, key and value.
   void validate(Use use = Use::Training) const;
 
   /// The merged config as YAML text (stored in checkpoints and work dirs).
@@ -110,6 +113,7 @@ class Config {
   YAML::Node find(const std::string& key) const;
   void check_section(const YAML::Node& node, const std::string& prefix) const;
   void check_relations(Use use) const;
+  void check_pretrained() const;
   void merge(YAML::Node target, const YAML::Node& source, const std::string& prefix, const std::string& origin);
   void record_origins(const YAML::Node& value, const std::string& prefix, const std::string& origin);
 
@@ -119,5 +123,18 @@ class Config {
 
   friend Config load_recursive(const std::filesystem::path& file, std::vector<std::filesystem::path>& stack);
 };
+
+/// The value of `model.pretrained` that means "no initial weights" (train from scratch), besides
+/// the empty default.
+inline constexpr const char* kNoPretrained = "none";
+
+/// The initial weights `config` names in `model.pretrained`: the path as written (relative paths
+/// are relative to the working directory), or "" for `none` and the empty default. What the
+/// trainer loads; `Config::validate(Use::Training)` checks that the file exists.
+///
+/// ```
+/// if (const std::string path = cac_engine::pretrained_weights(config); !path.empty()) load(path);
+/// ```
+std::string pretrained_weights(const Config& config);
 
 }  // namespace cac_engine

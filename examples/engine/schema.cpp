@@ -4,6 +4,7 @@
 #include "data/loader.hpp"
 #include "data/transforms.hpp"
 #include "eval/inference.hpp"
+#include "models/converters.hpp"
 #include "models/registry.hpp"
 
 #include <c10/util/Exception.h>
@@ -75,12 +76,15 @@ std::vector<KeySpec> declare() {
       .min(0)
       .below(1);
   key("model.pretrained", K::String,
-      "initial weights: a `cac-train` checkpoint or a PyTorch `.pth` (loaded by key, non-strict, the report printed)")
+      "initial weights: a `cac-train` checkpoint or a PyTorch `.pth` (loaded by key, non-strict, the report printed); "
+      "training stops before the first iteration if the file is missing; `none` or `\"\"`: from scratch")
       .def("");
   key("model.pretrained_source", K::String,
       "layout of the `.pth` of `model.pretrained` or `--load-from` (docs/checkpoints.md)")
       .def("mmseg")
-      .one_of({"mmseg", "cac", "backbone", "mmcls", "swin", "torchvision"});
+      .one_of(cac_models::checkpoint_source_names());
+  key("model.pretrained_url", K::String, "where `model.pretrained` is downloaded from (quoted when the file is missing)")
+      .def("");
   key("model.cac_head.tau", K::Number, "scale τ of the cosine classifiers (paper Eqs. 3, 6)").def(head.tau()).above(0);
   key("model.cac_head.hidden_channels", K::Integer, "bottleneck width of the projectors θp, θy")
       .derive("channels / 2")

@@ -2,6 +2,7 @@
 
 #include <torch/nn/functional/activation.h>
 #include <torch/nn/functional/upsampling.h>
+#include <torch/nn/init.h>
 
 #include <ATen/Context.h>
 
@@ -86,6 +87,27 @@ int64_t set_sync_norm(torch::nn::Module& module, std::shared_ptr<const SyncNormF
 
 Norm2d make_norm(int64_t channels, const NormOptions& options) { return Norm2d(channels, options); }
 
+void kaiming_init(torch::nn::Conv2dImpl& conv) {
+  torch::NoGradGuard no_grad;
+  torch::nn::init::kaiming_normal_(conv.weight, /*a=*/0.0, torch::kFanOut, torch::kReLU);
+  if (conv.bias.defined()) torch::nn::init::zeros_(conv.bias);
+}
+
+void constant_init(Norm2dImpl& norm, double weight, double bias) {
+  torch::NoGradGuard no_grad;
+  if (norm.weight.defined()) norm.weight.fill_(weight);
+  if (norm.bias.defined()) norm.bias.fill_(bias);
+}
+
+void mmcv_default_init(torch::nn::Module& module) {
+  const auto apply = [](torch::nn::Module& m) {
+    if (auto* conv = m.as<torch::nn::Conv2dImpl>()) kaiming_init(*conv);
+    if (auto* norm = m.as<Norm2dImpl>()) constant_init(*norm, 1.0, 0.0);
+  };
+  apply(module);  // works for a module not (yet) held by a shared_ptr
+  for (const auto& child : module.modules(/*include_self=*/false)) apply(*child);
+}
+
 void ConvModuleImpl::reset() {
   conv = register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(options.in_channels(),
                                                                             options.out_channels(),
@@ -95,7 +117,11 @@ void ConvModuleImpl::reset() {
                                                        .dilation(options.dilation())
                                                        .groups(options.groups())
                                                        .bias(!options.norm())));
-  if (options.norm()) bn = register_module("bn", make_norm(options.out_channels(), options.norm_options()));
+  kaiming_init(*conv);
+  if (options.norm()) {
+    bn = register_module("bn", make_norm(options.out_channels(), options.norm_options()));
+    constant_init(*bn, 1.0, 0.0);
+  }
 }
 
 torch::Tensor ConvModuleImpl::forward(const torch::Tensor& x) {

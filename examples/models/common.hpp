@@ -132,13 +132,26 @@ struct ConvModuleOptions {
 };
 
 /// mmcv's `ConvModule`: `conv` (+ `bn`) (+ activation); keys `conv.weight`, `bn.weight`, ...
+/// Initialised as mmcv's `ConvModule.init_weights`: the conv by `kaiming_init` (Kaiming normal,
+/// fan_out, ReLU, whatever the activation; bias 0), the norm by `constant_init(1, 0)`.
+///
+/// ```
+/// cac_models::ConvModule block(cac_models::ConvModuleOptions(512, 512, 3).padding(1));
+/// auto y = block->forward(torch::randn({2, 512, 8, 8}));  // conv → bn → ReLU
+/// ```
 class ConvModuleImpl : public torch::nn::Cloneable<ConvModuleImpl> {
  public:
+  /// Stores the options and registers `conv` (and `bn`), initialised as mmcv does.
   explicit ConvModuleImpl(const ConvModuleOptions& options_) : options(options_) { reset(); }
+  /// Registers `conv` (bias only without a norm) and `bn`, then applies mmcv's initialisation.
   void reset() override;
+  /// conv → bn (if any) → activation.
   torch::Tensor forward(const torch::Tensor& x);
+  /// The block's options.
   ConvModuleOptions options;
+  /// The convolution (Kaiming normal fan_out, bias 0).
   torch::nn::Conv2d conv{nullptr};
+  /// The batch norm (weight 1, bias 0), null without `norm`.
   Norm2d bn{nullptr};
 };
 TORCH_MODULE(ConvModule);
@@ -156,6 +169,23 @@ TORCH_MODULE(NestedSequential);
 
 /// A batch-norm layer with the given settings (mmcv `build_norm_layer` for BN/SyncBN).
 Norm2d make_norm(int64_t channels, const NormOptions& options);
+
+/// mmcv's `kaiming_init(conv, a=0, mode='fan_out', nonlinearity='relu', distribution='normal')`:
+/// weight ~ N(0, 2 / (out_channels · k_h · k_w)) (fan_out counts the output channels, not the
+/// groups), bias 0. What mmcv's `ConvModule.init_weights` does to its conv, and mmseg 0.x's
+/// backbones (`init_cfg` `dict(type='Kaiming', layer='Conv2d')`) to every conv when no
+/// checkpoint is given.
+void kaiming_init(torch::nn::Conv2dImpl& conv);
+
+/// mmcv's `constant_init(norm, weight, bias)`: the scale set to `weight`, the shift to `bias`
+/// (a layer without `affine` is left alone).
+void constant_init(Norm2dImpl& norm, double weight, double bias = 0.0);
+
+/// mmseg 0.x's backbone initialisation without a checkpoint (ResNet, HRNet, MobileNetV2:
+/// `init_cfg = [dict(type='Kaiming', layer='Conv2d'), dict(type='Constant', val=1,
+/// layer=['_BatchNorm', 'GroupNorm'])]`): `kaiming_init` on every `Conv2d` of `module` and
+/// `constant_init(norm, 1, 0)` on every `Norm2d`, itself included.
+void mmcv_default_init(torch::nn::Module& module);
 
 /// Bilinear resize of `x` `[B, C, H, W]` to `size` (mmseg `resize`).
 torch::Tensor resize(const torch::Tensor& x, at::IntArrayRef size, bool align_corners);

@@ -101,8 +101,12 @@ EncoderDecoder ocrnet(std::shared_ptr<BackboneImpl> backbone, const ModelOptions
 
 /// MobileNetV2 D8 (configs/_base_/models/fcn_r50-d8.py with mmseg's MobileNetV2 overrides):
 /// strides (1, 2, 2, 1, 1, 1, 1), dilations (1, 1, 1, 2, 2, 4, 4), outputs 24, 32, 96, 320.
+/// Plain per-process batch norm whatever `o.norm.sync()`: the released MobileNetV2 configs
+/// (mmseg's and CAC's configs/mobilenet_v2/*.py) replace the backbone with `_delete_=True` and
+/// give no `norm_cfg`, so mmseg's `MobileNetV2` default `dict(type='BN')` applies; the heads keep
+/// the config's SyncBN.
 std::shared_ptr<BackboneImpl> mobilenet_v2_d8(const ModelOptions& o) {
-  return std::make_shared<MobileNetV2Impl>(MobileNetV2Options::d8().norm(o.norm));
+  return std::make_shared<MobileNetV2Impl>(MobileNetV2Options::d8().norm(NormOptions(o.norm).sync(false)));
 }
 /// ResNetV1c-`depth` D8 (deeplabv3plus_r50-d8.py): strides (1, 2, 1, 1), dilations (1, 1, 2, 4).
 std::shared_ptr<BackboneImpl> resnet_v1c_d8(int64_t depth, const ModelOptions& o) {

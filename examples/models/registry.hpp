@@ -25,7 +25,8 @@ struct ModelOptions {
   /// Add the context-aware classifier to the decode head (OCRNet: to the OCR stage).
   /// Default: false
   bool cac = false;
-  /// Batch norm of the backbone and every head (mmseg's `norm_cfg`).
+  /// Batch norm of the backbone and every head (mmseg's `norm_cfg`), except that the MobileNetV2
+  /// rows' backbone always uses plain batch norm (`sync` false), as the released configs do.
   /// Default: NormOptions()
   NormOptions norm{};
   /// The context-aware head's settings (τ, oracle scope, bottleneck width; channels and classes

@@ -372,13 +372,25 @@ TEST_CASE("resnet: train vs eval batch norm, norm_eval", "[resnet]") {
 
 TEST_CASE("resnet: every parameter gets a gradient; CPU autocast runs", "[resnet]") {
   torch::manual_seed(5);
-  auto model = ResNet(d8(50));
+  // Without zero_init_residual: with it (mmseg's default) every block starts as the identity, so
+  // at the first step only its last batch norm gets a gradient (checked below).
+  auto model = ResNet(d8(50).zero_init_residual(false));
   model->train();
   const torch::Tensor x = torch::randn({2, 3, 33, 29});
   SECTION("float32 gradients") {
     torch::Tensor loss = torch::zeros({});
     for (const auto& y : model->forward(x)) loss = loss + y.pow(2).mean();
     check_every_parameter_learns(*model, loss);
+  }
+  SECTION("zero_init_residual: the blocks' last batch norms learn first") {
+    auto identity = ResNet(d8(50));
+    torch::Tensor loss = torch::zeros({});
+    for (const auto& y : identity->forward(x)) loss = loss + y.pow(2).mean();
+    loss.backward();
+    const auto parameters = identity->named_parameters();
+    CHECK(parameters["layer1.0.bn3.weight"].grad().abs().sum().item<double>() > 0);
+    CHECK(parameters["layer1.0.conv1.weight"].grad().abs().sum().item<double>() == 0);
+    CHECK(parameters["stem.0.weight"].grad().abs().sum().item<double>() > 0);
   }
   SECTION("bfloat16 autocast forward, backward outside it") {
     autocast_outputs_loss(model, x).backward();

@@ -214,6 +214,9 @@ HRNetImpl::HRNetImpl(std::vector<HRNetStage> stages, const HRNetOptions& options
     previous = channels;
   }
   out_channels_ = previous;
+  // mmseg 0.x HRNet.__init__ with pretrained=None: init_cfg Kaiming (Conv2d) + Constant 1
+  // (_BatchNorm); zero_init_residual is off by default and in every Table 1 config.
+  mmcv_default_init(*this);
 }
 
 std::vector<torch::Tensor> HRNetImpl::forward(const torch::Tensor& x) {

@@ -122,6 +122,8 @@ TORCH_MODULE(HRModule);
 /// mmseg's `HRNet` backbone; `forward` returns the branches of the last stage, highest
 /// resolution first (HRNetV2-W18: 18, 36, 72, 144 channels at strides 4, 8, 16, 32, sizes
 /// rounded up at every stride-2 convolution).
+/// Initialised as mmseg 0.x's `HRNet` without a checkpoint: `mmcv_default_init` (Kaiming normal
+/// fan_out for every conv, batch norms (1, 0)).
 ///
 /// ```
 /// HRNet backbone(hrnetv2_stages(18));

@@ -134,6 +134,16 @@ ResNetImpl::ResNetImpl(const ResNetOptions& options_) : options(options_) {
     in = planes * expansion(block);
     out_channels_.push_back(in);
   }
+  // mmseg 0.x ResNet.__init__ with pretrained=None: init_cfg Kaiming (Conv2d) + Constant 1
+  // (_BatchNorm), then each block's Constant 0 on norm3 (Bottleneck) / norm2 (BasicBlock).
+  mmcv_default_init(*this);
+  if (options.zero_init_residual()) {
+    for (const auto& module : modules(/*include_self=*/false)) {
+      if (auto* residual = module->as<ResidualBlockImpl>()) {
+        constant_init(*(residual->bn3 ? residual->bn3 : residual->bn2), 0.0, 0.0);
+      }
+    }
+  }
 }
 
 std::vector<torch::Tensor> ResNetImpl::forward(const torch::Tensor& x) {

@@ -120,12 +120,20 @@ struct ResNetOptions {
   /// Keep every batch norm in eval mode even in training (mmseg `norm_eval`).
   /// Default: false
   TORCH_ARG(bool, norm_eval) = false;
+  /// Start every residual block as the identity: the last batch norm of each block (`bn3` of a
+  /// Bottleneck, `bn2` of a BasicBlock) gets weight 0 and bias 0 (mmseg 0.x `zero_init_residual`,
+  /// on by default and in every Table 1 config; used when no checkpoint is loaded).
+  /// Default: true
+  TORCH_ARG(bool, zero_init_residual) = true;
 };
 
 /// mmseg's `ResNet` with all four layers as outputs (`out_indices (0, 1, 2, 3)`): stem (deep:
 /// `stem.0/1` conv+BN 3→32 stride 2, `stem.3/4` 32→32, `stem.6/7` 32→64; else `conv1` 7×7 and
 /// `bn1`), 3×3 stride-2 max pooling, then `layer1`..`layer4`. ResNetV1c-50: 23,527,264
 /// parameters, outputs 256, 512, 1024, 2048 channels at strides 4, 8, 16, 32 (4, 8, 8, 8 for D8).
+///
+/// Initialised as mmseg 0.x's `ResNet` without a checkpoint: `mmcv_default_init` (Kaiming normal
+/// fan_out for every conv, batch norms (1, 0)), then `zero_init_residual`.
 class ResNetImpl : public BackboneImpl {
  public:
   explicit ResNetImpl(const ResNetOptions& options_);
