@@ -71,7 +71,7 @@ cac_models::EncoderDecoder build_initial_model(const Config& effective, const Tr
   if (verbose && group->size() > 1) fmt::print("data-parallel training: {} processes ({})\n", group->size(), group->backend());
   cac_models::EncoderDecoder model = build_model(effective);
   const std::string source = effective.get<std::string>("model.pretrained_source");
-  for (const std::string& initial : {effective.get<std::string>("model.pretrained"), options.load_from()}) {
+  for (const std::string& initial : {pretrained_weights(effective), options.load_from()}) {
     if (initial.empty()) continue;
     const std::string report = load_pretrained(*model, initial, source);
     if (verbose) fmt::print("initial weights {}: {}\n", initial, report);
