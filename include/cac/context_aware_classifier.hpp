@@ -187,10 +187,8 @@ class ContextAwareClassifierImpl : public torch::nn::Cloneable<ContextAwareClass
         const auto& conv = classifier->options;
         bool pointwise = true;
         for (const int64_t stride : at::IntArrayRef(conv.stride())) pointwise = pointwise && stride == 1;
-        using Sizes = std::decay_t<decltype(conv.stride())>;
-        if (const auto* padding = c10::get_if<Sizes>(&conv.padding())) {
-          for (const int64_t size : at::IntArrayRef(*padding)) pointwise = pointwise && size == 0;
-        }
+        // The padding as the module resolved it (explicit sizes, kValid or kSame), on LibTorch 1.13 and 2.x alike.
+        for (const int64_t size : classifier->_reversed_padding_repeated_twice) pointwise = pointwise && size == 0;
         TORCH_CHECK(pointwise, who, ": float16 on the CPU runs the classifier in float32 as a 1x1 map, which needs "
                     "stride 1 and padding 0, but the classifier has stride ", at::IntArrayRef(conv.stride()),
                     " or a non-zero padding; use bfloat16 or float32 on the CPU");
