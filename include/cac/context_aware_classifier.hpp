@@ -12,10 +12,12 @@
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
+#include <torch/version.h>
 
 #include <memory>
 #include <ostream>
 #include <type_traits>
+#include <variant>
 
 namespace cac {
 namespace detail {
@@ -187,8 +189,15 @@ class ContextAwareClassifierImpl : public torch::nn::Cloneable<ContextAwareClass
         const auto& conv = classifier->options;
         bool pointwise = true;
         for (const int64_t stride : at::IntArrayRef(conv.stride())) pointwise = pointwise && stride == 1;
-        // The padding as the module resolved it (explicit sizes, kValid or kSame), on LibTorch 1.13 and 2.x alike.
-        for (const int64_t size : classifier->_reversed_padding_repeated_twice) pointwise = pointwise && size == 0;
+        using Sizes = std::decay_t<decltype(conv.stride())>;
+#if TORCH_VERSION_MAJOR >= 2  // the padding variant is std::variant in LibTorch 2.x, c10::variant in 1.x
+        const auto* padding = std::get_if<Sizes>(&conv.padding());
+#else
+        const auto* padding = c10::get_if<Sizes>(&conv.padding());
+#endif
+        if (padding) {
+          for (const int64_t size : at::IntArrayRef(*padding)) pointwise = pointwise && size == 0;
+        }
         TORCH_CHECK(pointwise, who, ": float16 on the CPU runs the classifier in float32 as a 1x1 map, which needs "
                     "stride 1 and padding 0, but the classifier has stride ", at::IntArrayRef(conv.stride()),
                     " or a non-zero padding; use bfloat16 or float32 on the CPU");

@@ -348,7 +348,8 @@ class StorageTable {
     // A storage over root's memory that keeps root alive (its context owns a reference).
     const auto element = static_cast<int64_t>(root.element_size());
     auto* keep = new c10::Storage(root.storage());
-    char* start = static_cast<char*>(root.storage().data()) + pid.view_offset * element;
+    // const_cast: LibTorch 2.x's data() is const; the view writes through to root, as torch.load's does.
+    char* start = static_cast<char*>(const_cast<void*>(root.storage().data())) + pid.view_offset * element;
     c10::DataPtr data(start, keep, [](void* context) { delete static_cast<c10::Storage*>(context); },
                       root.device());
     c10::Storage storage(c10::Storage::use_byte_size_t(), static_cast<size_t>(pid.view_numel * element),
