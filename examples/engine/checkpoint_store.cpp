@@ -190,8 +190,18 @@ TrainState CheckpointStore::resume(torch::nn::Module& model, torch::optim::Optim
 bool CheckpointStore::update_best(torch::nn::Module& model, double miou, TrainState& state) const {
   if (!(miou > state.best_miou)) return false;
   state.best_miou = miou;
-  if (writes_) save_weights(model, dir_ / "best.pt");
+  if (writes_) save_weights(model, best());
   return true;
+}
+
+std::vector<std::filesystem::path> CheckpointStore::files() const {
+  std::vector<std::filesystem::path> out;
+  if (!std::filesystem::is_directory(dir_)) return out;
+  for (const auto& [iteration, path] : numbered()) out.push_back(path);
+  for (const auto& path : {latest(), best()}) {
+    if (std::filesystem::exists(path)) out.push_back(path);
+  }
+  return out;
 }
 
 std::vector<std::pair<int64_t, std::filesystem::path>> CheckpointStore::numbered() const {

@@ -62,8 +62,13 @@ class CheckpointStore {
 
   /// `dir/latest.pt`.
   std::filesystem::path latest() const { return dir_ / "latest.pt"; }
+  /// `dir/best.pt`.
+  std::filesystem::path best() const { return dir_ / "best.pt"; }
   /// The numbered checkpoints `iter_N.pt` of the directory, oldest first.
   std::vector<std::pair<int64_t, std::filesystem::path>> numbered() const;
+  /// Every checkpoint the directory holds: the numbered ones, `latest.pt` and `best.pt` (none when
+  /// the directory does not exist).
+  std::vector<std::filesystem::path> files() const;
 
  private:
   std::filesystem::path dir_;

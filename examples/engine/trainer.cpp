@@ -18,7 +18,6 @@
 #include <chrono>
 #include <cmath>
 #include <map>
-#include <regex>
 #include <tuple>
 
 namespace cac_engine {
@@ -34,12 +33,9 @@ double seconds(Clock::time_point start, Clock::time_point end) { return std::chr
 /// files (`overwrite`) or refused, so two runs never mix; other files are left alone.
 void prepare_work_dir(const TrainOptions& options, const Config& effective) {
   const std::filesystem::path& dir = options.work_dir();
-  static const std::regex run_file(R"((iter_\d+\.pt|latest\.pt|best\.pt|log\.jsonl|config\.yaml|curves\.png))");
-  std::vector<std::filesystem::path> run_files;
-  if (std::filesystem::is_directory(dir)) {
-    for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-      if (std::regex_match(entry.path().filename().string(), run_file)) run_files.push_back(entry.path());
-    }
+  std::vector<std::filesystem::path> run_files = CheckpointStore(dir, 0, false).files();
+  for (const char* name : {"log.jsonl", "config.yaml", "curves.png"}) {
+    if (std::filesystem::exists(dir / name)) run_files.push_back(dir / name);
   }
   if (!options.resume() && !run_files.empty()) {
     TORCH_CHECK(options.overwrite(), "cac_engine::train: expected a work directory without a run but ", dir.string(),
