@@ -57,8 +57,8 @@ Measured run_workers(int64_t world, Mode mode = Mode::SyncBN) {
   unsetenv("CAC_BENCH_MODE");
   unsetenv("CAC_BENCH_WORKER");
   unsetenv("OMP_NUM_THREADS");
-  TORCH_CHECK(result.exit_code == 0, "cac-bench: expected the scaling workers to succeed but rank ",
-              result.failed_rank, " exited with ", result.exit_code);
+  TORCH_CHECK(result.exit_code == 0, "cac-bench: expected the scaling workers to succeed but rank ", result.failed_rank,
+              " exited with ", result.exit_code);
   Measured measured;
   std::ifstream(out) >> measured.seconds_per_step >> measured.average_seconds;
   std::filesystem::remove(out);

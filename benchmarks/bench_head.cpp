@@ -22,9 +22,7 @@ Shape shape_of(const benchmark::State& state) {
   return {state.range(0), state.range(1), state.range(2), state.range(3)};
 }
 
-void set_items(benchmark::State& state, const Shape& s) {
-  state.SetItemsProcessed(state.iterations() * s.h * s.w);
-}
+void set_items(benchmark::State& state, const Shape& s) { state.SetItemsProcessed(state.iterations() * s.h * s.w); }
 
 void BM_LowerBound(benchmark::State& state) {
   const Shape s = shape_of(state);
@@ -63,9 +61,9 @@ void BM_ClassifierTrain(benchmark::State& state) {
   const Shape s = shape_of(state);
   TrainInputs in(s);
   for (auto _ : state) {
-    auto loss = torch::nn::functional::cross_entropy(
-        in.classifier->forward(in.features), in.labels,
-        torch::nn::functional::CrossEntropyFuncOptions().ignore_index(255));
+    auto loss =
+        torch::nn::functional::cross_entropy(in.classifier->forward(in.features), in.labels,
+                                             torch::nn::functional::CrossEntropyFuncOptions().ignore_index(255));
     loss.backward();
   }
   set_items(state, s);

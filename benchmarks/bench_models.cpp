@@ -200,9 +200,8 @@ void BM_ModelInference(benchmark::State& state, const std::string& name, int64_t
   pair.cac->eval();
   torch::NoGradGuard no_grad;
   const torch::Tensor images = torch::randn({1, 3, size, size});
-  compare(state, pair, rounds, [&](cac_models::EncoderDecoder& model) {
-    benchmark::DoNotOptimize(model->forward(images).data_ptr());
-  });
+  compare(state, pair, rounds,
+          [&](cac_models::EncoderDecoder& model) { benchmark::DoNotOptimize(model->forward(images).data_ptr()); });
 }
 
 void BM_ModelTrain(benchmark::State& state, const std::string& name, int64_t size, int rounds) {
@@ -225,10 +224,10 @@ void BM_ModelTrain(benchmark::State& state, const std::string& name, int64_t siz
 }  // namespace
 
 // The paper's Table 1 models at 512×512 (and 1024×1024 for the MobileNetV2 models), inference.
-#define CAC_INFERENCE(model, size, rounds)                                                     \
-  BENCHMARK_CAPTURE(BM_ModelInference, model/size, #model, size, rounds)                       \
-      ->Iterations(1)                                                                          \
-      ->Unit(benchmark::kMillisecond)                                                          \
+#define CAC_INFERENCE(model, size, rounds)                                 \
+  BENCHMARK_CAPTURE(BM_ModelInference, model / size, #model, size, rounds) \
+      ->Iterations(1)                                                      \
+      ->Unit(benchmark::kMillisecond)                                      \
       ->UseRealTime()
 CAC_INFERENCE(fcn_mobilenetv2, 512, 4);
 CAC_INFERENCE(fcn_mobilenetv2, 1024, 2);
@@ -240,10 +239,10 @@ CAC_INFERENCE(deeplabv3plus_r50, 512, 2);
 CAC_INFERENCE(upernet_swin_tiny, 512, 2);
 
 // Training step at the 512×512 crop, batch 2.
-#define CAC_TRAIN(model, size, rounds)                                                         \
-  BENCHMARK_CAPTURE(BM_ModelTrain, model/size, #model, size, rounds)                           \
-      ->Iterations(1)                                                                          \
-      ->Unit(benchmark::kMillisecond)                                                          \
+#define CAC_TRAIN(model, size, rounds)                                 \
+  BENCHMARK_CAPTURE(BM_ModelTrain, model / size, #model, size, rounds) \
+      ->Iterations(1)                                                  \
+      ->Unit(benchmark::kMillisecond)                                  \
       ->UseRealTime()
 CAC_TRAIN(fcn_mobilenetv2, 512, 2);
 CAC_TRAIN(upernet_r50, 512, 1);

@@ -61,7 +61,8 @@ void write_model_table(std::ostream& md, const std::map<std::string, benchmark::
     const char* what;
     double time_target;
   };
-  const Kind kinds[] = {{"BM_ModelInference/", "inference, batch 1", 1.02}, {"BM_ModelTrain/", "training step, batch 2", 1.08}};
+  const Kind kinds[] = {{"BM_ModelInference/", "inference, batch 1", 1.02},
+                        {"BM_ModelTrain/", "training step, batch 2", 1.08}};
   bool header = false;
   for (const auto& kind : kinds) {
     for (const auto& [name, c] : counters) {
@@ -99,19 +100,19 @@ void write_loader_row(std::ostream& md, const CollectingReporter& reporter) {
   if (loader == reporter.times.end() || step == reporter.counters.end()) return;
   const double step_ms = step->second.at("base_ms").value, ratio = step_ms / loader->second;
   char row[512];
-  std::snprintf(row, sizeof row,
-                "\n## Data loading\n\n| what | loader batch (ms) | FCN-MobileNetV2 training step (ms) | step / batch | "
-                "target | met |\n|---|---|---|---|---|---|\n| batch of 2 at 512×512, ADE20K pipeline, 2 workers | %.1f | "
-                "%.1f | %.1f | ≥ 3 | %s |\n",
-                loader->second, step_ms, ratio, ratio >= 3 ? "yes" : "no");
+  std::snprintf(
+      row, sizeof row,
+      "\n## Data loading\n\n| what | loader batch (ms) | FCN-MobileNetV2 training step (ms) | step / batch | "
+      "target | met |\n|---|---|---|---|---|---|\n| batch of 2 at 512×512, ADE20K pipeline, 2 workers | %.1f | "
+      "%.1f | %.1f | ≥ 3 | %s |\n",
+      loader->second, step_ms, ratio, ratio >= 3 ? "yes" : "no");
   md << row;
 }
 
 // Data-parallel scaling (bench_distributed.cpp).
 void write_scaling_row(std::ostream& md, const CollectingReporter& reporter) {
-  const auto run = std::find_if(reporter.counters.begin(), reporter.counters.end(), [](const auto& entry) {
-    return entry.first.rfind("BM_DataParallelScaling", 0) == 0;
-  });
+  const auto run = std::find_if(reporter.counters.begin(), reporter.counters.end(),
+                                [](const auto& entry) { return entry.first.rfind("BM_DataParallelScaling", 0) == 0; });
   if (run == reporter.counters.end()) return;
   const auto& c = run->second;
   char row[768];
@@ -162,10 +163,10 @@ int main(int argc, char** argv) {
   benchmark::Shutdown();
   std::filesystem::rename(dir / (kind + ".json.tmp"), dir / (kind + ".json"));
 
-  const std::vector<Ratio> ratios = {{"head inference / lower bound", "BM_HeadForward", "BM_LowerBound", 1.3},
-                                     {"CAC training step / classifier training step", "BM_CacTrain",
-                                      "BM_ClassifierTrain", 2.5},
-                                     {"checkpoint load / file read", "BM_ReadStateDict", "BM_ReadFileWarm", 1.5}};
+  const std::vector<Ratio> ratios = {
+      {"head inference / lower bound", "BM_HeadForward", "BM_LowerBound", 1.3},
+      {"CAC training step / classifier training step", "BM_CacTrain", "BM_ClassifierTrain", 2.5},
+      {"checkpoint load / file read", "BM_ReadStateDict", "BM_ReadFileWarm", 1.5}};
   std::ostringstream md;
   md << "# cac benchmarks on " << kind << "\n\nLibTorch " << TORCH_VERSION << ", " << torch::get_num_threads()
      << " threads, CPU, float32, batch 1. Ratios of real times measured in one run.\n\n"

@@ -150,7 +150,10 @@ std::vector<Runner> functional_runners() {
        }},
       {"entropy_aware_kl",
        [](const Inputs& in) { return std::vector<torch::Tensor>{F::entropy_aware_kl(in.s, in.q, in.y)}; }},
-      {"context_aware_loss", [=](const Inputs& in) { return terms(F::context_aware_loss({in.p, in.s, in.q}, in.y)); }},
+      {"context_aware_loss",
+       [=](const Inputs& in) {
+         return terms(F::context_aware_loss({in.p, in.s, in.q}, in.y));
+       }},
   };
 }
 
@@ -160,8 +163,7 @@ struct Result {
   std::vector<torch::Tensor> outputs, grads;
 };
 
-Result run(const Runner& runner, const Inputs& in, torch::ScalarType activations, bool autocast,
-           bool backward_inside) {
+Result run(const Runner& runner, const Inputs& in, torch::ScalarType activations, bool autocast, bool backward_inside) {
   const Inputs x = leaves(in, activations);
   Result result;
   {
@@ -481,8 +483,8 @@ TEST_CASE("The README example runs under bfloat16 autocast, backward() inside th
   const auto example = [](bool autocast, uint64_t seed, bool exact_weights) {
     torch::manual_seed(seed);
     torch::nn::Conv2d generator(torch::nn::Conv2dOptions(3, 64, 3).padding(1));
-    cac::ContextAwareClassifier<torch::nn::Conv2d> classifier(
-        torch::nn::Conv2d(torch::nn::Conv2dOptions(64, 21, 1)), cac::ContextAwareHeadOptions(64, 21), /*dropout=*/0.1);
+    cac::ContextAwareClassifier<torch::nn::Conv2d> classifier(torch::nn::Conv2d(torch::nn::Conv2dOptions(64, 21, 1)),
+                                                              cac::ContextAwareHeadOptions(64, 21), /*dropout=*/0.1);
     cac::ContextAwareLoss loss;  // CE(p) + CE(pp) + CE(py) + KL, paper Eq. 8
     auto images = torch::randn({2, 3, 32, 32});
     auto labels = torch::randint(0, 21, {2, 128, 128});  // any resolution, 255 = ignore
@@ -532,8 +534,8 @@ TEST_CASE("Reduced precision without autocast: a bfloat16 model and mixed dtypes
     reference_head->to(torch::kFloat);  // the same (bfloat16-exact) weights in float32
     const torch::Tensor f = in.f.to(torch::kBFloat16), C = in.C.to(torch::kBFloat16), p = in.p.to(torch::kBFloat16);
     const cac::ContextAwareOutput got = head->forward_train(f, C, p, in.y);
-    const cac::ContextAwareOutput want = reference_head->forward_train(f.to(torch::kFloat), C.to(torch::kFloat),
-                                                                       p.to(torch::kFloat), in.y);
+    const cac::ContextAwareOutput want =
+        reference_head->forward_train(f.to(torch::kFloat), C.to(torch::kFloat), p.to(torch::kFloat), in.y);
     CHECK(got.context_logits.scalar_type() == torch::kBFloat16);
     CHECK(got.oracle_logits.scalar_type() == torch::kBFloat16);
     // Computed in float32 from the same values: they differ only by the final rounding to bfloat16.

@@ -53,7 +53,8 @@ TEST_CASE("ContextAwareClassifier with Conv1d, Conv3d and Linear classifiers", "
     CHECK(torch::equal(wrapper->forward(f), by_hand(wrapper, f, wrapper->classifier->forward(f))));
     const auto labels = torch::randint(0, 4, {2, 20});
     const auto out = wrapper->forward_train(f, labels);
-    const auto expected = wrapper->head->forward_train(f, wrapper->classifier->weight, wrapper->classifier->forward(f), labels);
+    const auto expected =
+        wrapper->head->forward_train(f, wrapper->classifier->weight, wrapper->classifier->forward(f), labels);
     CHECK(torch::equal(out.logits, expected.logits));
     CHECK(torch::equal(out.context_logits, expected.context_logits));
     CHECK(torch::equal(out.oracle_logits, expected.oracle_logits));
@@ -66,7 +67,8 @@ TEST_CASE("ContextAwareClassifier with Conv1d, Conv3d and Linear classifiers", "
     CHECK(torch::equal(wrapper->forward(f), by_hand(wrapper, f, wrapper->classifier->forward(f))));
     const auto labels = torch::randint(0, 4, {2, 6, 8, 10});
     const auto out = wrapper->forward_train(f, labels);
-    const auto expected = wrapper->head->forward_train(f, wrapper->classifier->weight, wrapper->classifier->forward(f), labels);
+    const auto expected =
+        wrapper->head->forward_train(f, wrapper->classifier->weight, wrapper->classifier->forward(f), labels);
     CHECK(torch::equal(out.context_logits, expected.context_logits));
     CHECK(torch::equal(out.oracle_logits, expected.oracle_logits));
     CHECK(out.oracle_logits.sizes() == torch::IntArrayRef({2, 4, 3, 4, 5}));
@@ -151,24 +153,27 @@ TEST_CASE("ContextAwareClassifier rejects a classifier that does not fit", "[Con
   using Catch::Matchers::StartsWith;
   const std::string who = "cac::ContextAwareClassifier: expected ";
   SECTION("a 3x3 convolution") {
-    REQUIRE_THROWS_WITH(cac::ContextAwareClassifier<torch::nn::Conv2d>(torch::nn::Conv2d(torch::nn::Conv2dOptions(6, 4, 3)), kHead),
-                        StartsWith(who + "a classifier with weight of shape [4, 6, 1, ...]") &&
-                            Contains("but got [4, 6, 3, 3]"));
+    REQUIRE_THROWS_WITH(
+        cac::ContextAwareClassifier<torch::nn::Conv2d>(torch::nn::Conv2d(torch::nn::Conv2dOptions(6, 4, 3)), kHead),
+        StartsWith(who + "a classifier with weight of shape [4, 6, 1, ...]") && Contains("but got [4, 6, 3, 3]"));
   }
   SECTION("a classifier with another d") {
-    REQUIRE_THROWS_WITH(cac::ContextAwareClassifier<torch::nn::Conv2d>(torch::nn::Conv2d(torch::nn::Conv2dOptions(5, 4, 1)), kHead),
-                        StartsWith(who + "a classifier with weight of shape [4, 6, 1, ...]") &&
-                            Contains("but got [4, 5, 1, 1]"));
+    REQUIRE_THROWS_WITH(
+        cac::ContextAwareClassifier<torch::nn::Conv2d>(torch::nn::Conv2d(torch::nn::Conv2dOptions(5, 4, 1)), kHead),
+        StartsWith(who + "a classifier with weight of shape [4, 6, 1, ...]") && Contains("but got [4, 5, 1, 1]"));
   }
   SECTION("a classifier with another n") {
-    REQUIRE_THROWS_WITH(cac::ContextAwareClassifier<torch::nn::Linear>(torch::nn::Linear(6, 5), kHead),
-                        StartsWith(who + "a classifier with weight of shape [4, 6, 1, ...]") && Contains("but got [5, 6]"));
+    REQUIRE_THROWS_WITH(
+        cac::ContextAwareClassifier<torch::nn::Linear>(torch::nn::Linear(6, 5), kHead),
+        StartsWith(who + "a classifier with weight of shape [4, 6, 1, ...]") && Contains("but got [5, 6]"));
   }
   SECTION("dropout outside [0, 1)") {
-    REQUIRE_THROWS_WITH(cac::ContextAwareClassifier<torch::nn::Conv2d>(cac::ContextAwareClassifierOptions(kHead).dropout(1)),
-                        StartsWith(who + "dropout in [0, 1) but got 1"));
-    REQUIRE_THROWS_WITH(cac::ContextAwareClassifier<torch::nn::Conv2d>(cac::ContextAwareClassifierOptions(kHead).dropout(-0.1)),
-                        StartsWith(who + "dropout in [0, 1) but got -0.1"));
+    REQUIRE_THROWS_WITH(
+        cac::ContextAwareClassifier<torch::nn::Conv2d>(cac::ContextAwareClassifierOptions(kHead).dropout(1)),
+        StartsWith(who + "dropout in [0, 1) but got 1"));
+    REQUIRE_THROWS_WITH(
+        cac::ContextAwareClassifier<torch::nn::Conv2d>(cac::ContextAwareClassifierOptions(kHead).dropout(-0.1)),
+        StartsWith(who + "dropout in [0, 1) but got -0.1"));
   }
   SECTION("bad head options") {
     REQUIRE_THROWS_WITH(cac::ContextAwareClassifier<torch::nn::Conv2d>(cac::ContextAwareClassifierOptions(6, 0)),
@@ -176,8 +181,9 @@ TEST_CASE("ContextAwareClassifier rejects a classifier that does not fit", "[Con
   }
   cac::ContextAwareClassifier<torch::nn::Conv2d> wrapper{cac::ContextAwareClassifierOptions(kHead)};
   SECTION("features with another number of spatial dims than the convolution") {
-    REQUIRE_THROWS_WITH(wrapper->forward(torch::randn({2, 6, 9})),
-                        StartsWith(who + "features with 2 spatial dims for this convolution classifier but got [2, 6, 9]"));
+    REQUIRE_THROWS_WITH(
+        wrapper->forward(torch::randn({2, 6, 9})),
+        StartsWith(who + "features with 2 spatial dims for this convolution classifier but got [2, 6, 9]"));
   }
   SECTION("features with another d") {
     REQUIRE_THROWS_WITH(wrapper->forward(torch::randn({2, 5, 3, 3})),
@@ -202,7 +208,9 @@ std::pair<torch::Tensor, torch::Tensor> two_class_images(int64_t batch, torch::G
     const auto extent = torch::randint(4, size / 2 + 1, {2}, gen);
     const int64_t y0 = corner[0].item<int64_t>(), x0 = corner[1].item<int64_t>();
     labels[b].fill_(classes[0].item<int64_t>());
-    labels[b].slice(0, y0, y0 + extent[0].item<int64_t>()).slice(1, x0, x0 + extent[1].item<int64_t>())
+    labels[b]
+        .slice(0, y0, y0 + extent[0].item<int64_t>())
+        .slice(1, x0, x0 + extent[1].item<int64_t>())
         .fill_(classes[1].item<int64_t>());
   }
   const auto palette = torch::tensor({{1.f, 0.f, 0.f}, {0.f, 1.f, 0.f}, {0.f, 0.f, 1.f}, {1.f, 1.f, 0.f}});
@@ -252,14 +260,17 @@ TEST_CASE("a tiny network with ContextAwareClassifier trains every term down", "
   torch::NoGradGuard no_grad;
   auto [images, labels] = two_class_images(32, gen);
   const auto pp = classifier->forward(body->forward(images));
-  const auto upsampled = torch::nn::functional::interpolate(
-      pp, torch::nn::functional::InterpolateFuncOptions().size(std::vector<int64_t>{16, 16}).mode(torch::kBilinear).align_corners(false));
+  const auto upsampled = torch::nn::functional::interpolate(pp, torch::nn::functional::InterpolateFuncOptions()
+                                                                    .size(std::vector<int64_t>{16, 16})
+                                                                    .mode(torch::kBilinear)
+                                                                    .align_corners(false));
   const double accuracy = (upsampled.argmax(1) == labels).to(torch::kDouble).mean().item<double>();
   INFO("held-out pixel accuracy " << accuracy);
   CHECK(accuracy > 0.9);  // measured 0.95-0.97 over 7 data seeds
 }
 
-TEST_CASE("ContextAwareClassifier checks dtypes and devices before running the classifier", "[ContextAwareClassifier][dtype]") {
+TEST_CASE("ContextAwareClassifier checks dtypes and devices before running the classifier",
+          "[ContextAwareClassifier][dtype]") {
   using Catch::Matchers::Contains;
   using Catch::Matchers::StartsWith;
   const std::string who = "cac::ContextAwareClassifier: expected ";
@@ -283,8 +294,9 @@ TEST_CASE("ContextAwareClassifier checks dtypes and devices before running the c
     CHECK(pp.sizes() == torch::IntArrayRef({2, 4, 5, 7}));
     // float64 never mixes, autocast or not.
     wrapper->classifier->to(torch::kDouble);
-    REQUIRE_THROWS_WITH(wrapper->forward(f), StartsWith(who + "features of the classifier's dtype Double but got Float "
-                                                              "(under autocast only float32, float16 and bfloat16 may be mixed)"));
+    REQUIRE_THROWS_WITH(wrapper->forward(f),
+                        StartsWith(who + "features of the classifier's dtype Double but got Float "
+                                         "(under autocast only float32, float16 and bfloat16 may be mixed)"));
   }
   SECTION("features on another device than the classifier") {
     cac::ContextAwareClassifier<torch::nn::Linear> wrapper{cac::ContextAwareClassifierOptions(kHead)};
@@ -293,8 +305,9 @@ TEST_CASE("ContextAwareClassifier checks dtypes and devices before running the c
   }
   SECTION("features with a spatial size 0") {
     cac::ContextAwareClassifier<torch::nn::Conv2d> wrapper{cac::ContextAwareClassifierOptions(kHead)};
-    REQUIRE_THROWS_WITH(wrapper->forward(f.narrow(3, 0, 0)),
-                        StartsWith(who + "features with non-empty spatial dims but got [2, 6, 5, 0] (spatial dim 1 is 0)"));
+    REQUIRE_THROWS_WITH(
+        wrapper->forward(f.narrow(3, 0, 0)),
+        StartsWith(who + "features with non-empty spatial dims but got [2, 6, 5, 0] (spatial dim 1 is 0)"));
   }
 }
 

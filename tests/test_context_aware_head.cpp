@@ -44,9 +44,9 @@ TEST_CASE("ContextAwareHead reproduces the released code (PyTorch fixtures)", "[
       CHECK(torch::equal(out.logits, fx.at("logits")));
       CHECK(cac_test::all_close(head->forward(f, fx.at("weight"), fx.at("logits")), fx.at("pp"), 1e-9, 1e-10));
       auto image_head = head_from_fixture(fx, cac::OracleScope::Image);
-      CHECK(cac_test::all_close(image_head->forward_train(f, fx.at("weight"), fx.at("logits"), fx.at("labels"))
-                                    .oracle_logits,
-                                fx.at("py_image"), 1e-9, 1e-10));
+      CHECK(cac_test::all_close(
+          image_head->forward_train(f, fx.at("weight"), fx.at("logits"), fx.at("labels")).oracle_logits,
+          fx.at("py_image"), 1e-9, 1e-10));
     }
   }
   SECTION("labels on an exact 2x grid") {
@@ -105,10 +105,10 @@ TEST_CASE("ContextAwareHead agrees with the naive loops", "[ContextAwareHead]") 
       const auto theta_y = cac::ContextAwareHeadImpl::projector_weights(head->oracle_projector);
       CHECK(cac_test::all_close(out.context_logits,
                                 naive::context_logits(pb.features, pb.weight, pb.logits, theta_p, 15.0), 1e-10, 1e-12));
-      CHECK(cac_test::all_close(out.oracle_logits,
-                                naive::oracle_logits(pb.features, pb.weight, pb.labels, theta_y, 15.0,
-                                                     scope == cac::OracleScope::Batch, 255),
-                                1e-10, 1e-12));
+      CHECK(cac_test::all_close(
+          out.oracle_logits,
+          naive::oracle_logits(pb.features, pb.weight, pb.labels, theta_y, 15.0, scope == cac::OracleScope::Batch, 255),
+          1e-10, 1e-12));
     }
   }
 }
@@ -126,8 +126,8 @@ TEST_CASE("OracleScope::Image equals Batch run on each image alone", "[ContextAw
     CHECK(cac_test::all_close(together.narrow(0, b, 1), alone, 1e-12, 1e-12));
   }
   // ...and Batch differs from Image when images share classes (pooling really is batch-wide).
-  CHECK_FALSE(cac_test::all_close(
-      batch_head->forward_train(pb.features, pb.weight, pb.logits, pb.labels).oracle_logits, together, 1e-6, 1e-6));
+  CHECK_FALSE(cac_test::all_close(batch_head->forward_train(pb.features, pb.weight, pb.logits, pb.labels).oracle_logits,
+                                  together, 1e-6, 1e-6));
 }
 
 TEST_CASE("ContextAwareHead gradients match finite differences", "[ContextAwareHead]") {
@@ -161,7 +161,9 @@ TEST_CASE("ContextAwareHead gradients match finite differences", "[ContextAwareH
       // it differ from autograd by design; the KL is checked with a fixed teacher in its own suite.
       cac::ContextAwareLoss criterion(cac::ContextAwareLossOptions().kl_weight(0));
       const auto r = cac_test::gradcheck(
-          [&](const auto& x) { return criterion->forward(head->forward_train(x[0], x[1], x[2], labels), labels).total; },
+          [&](const auto& x) {
+            return criterion->forward(head->forward_train(x[0], x[1], x[2], labels), labels).total;
+          },
           inputs);
       CHECK(r.ok);
     }
@@ -345,12 +347,16 @@ TEST_CASE("ContextAwareHead rejects bad input with a clear error", "[ContextAwar
                         StartsWith(who + "labels on the features' device cpu but got meta"));
   }
   SECTION("options: channels <= 0") {
-    REQUIRE_THROWS_WITH(cac::ContextAwareHead(cac::ContextAwareHeadOptions(0, 4)), StartsWith(who + "channels > 0 but got 0"));
-    REQUIRE_THROWS_WITH(cac::ContextAwareHead(cac::ContextAwareHeadOptions(-2, 4)), StartsWith(who + "channels > 0 but got -2"));
+    REQUIRE_THROWS_WITH(cac::ContextAwareHead(cac::ContextAwareHeadOptions(0, 4)),
+                        StartsWith(who + "channels > 0 but got 0"));
+    REQUIRE_THROWS_WITH(cac::ContextAwareHead(cac::ContextAwareHeadOptions(-2, 4)),
+                        StartsWith(who + "channels > 0 but got -2"));
   }
   SECTION("options: num_classes <= 0") {
-    REQUIRE_THROWS_WITH(cac::ContextAwareHead(cac::ContextAwareHeadOptions(8, 0)), StartsWith(who + "num_classes > 0 but got 0"));
-    REQUIRE_THROWS_WITH(cac::ContextAwareHead(cac::ContextAwareHeadOptions(8, -1)), StartsWith(who + "num_classes > 0 but got -1"));
+    REQUIRE_THROWS_WITH(cac::ContextAwareHead(cac::ContextAwareHeadOptions(8, 0)),
+                        StartsWith(who + "num_classes > 0 but got 0"));
+    REQUIRE_THROWS_WITH(cac::ContextAwareHead(cac::ContextAwareHeadOptions(8, -1)),
+                        StartsWith(who + "num_classes > 0 but got -1"));
   }
   SECTION("options: hidden_channels <= 0") {
     // channels = 1 makes the default channels / 2 zero.
@@ -360,7 +366,8 @@ TEST_CASE("ContextAwareHead rejects bad input with a clear error", "[ContextAwar
                         StartsWith(who + "hidden_channels > 0 but got -3"));
   }
   SECTION("options: tau <= 0") {
-    REQUIRE_THROWS_WITH(cac::ContextAwareHead(cac::ContextAwareHeadOptions(8, 4).tau(0)), StartsWith(who + "tau > 0 but got 0"));
+    REQUIRE_THROWS_WITH(cac::ContextAwareHead(cac::ContextAwareHeadOptions(8, 4).tau(0)),
+                        StartsWith(who + "tau > 0 but got 0"));
     REQUIRE_THROWS_WITH(cac::ContextAwareHead(cac::ContextAwareHeadOptions(8, 4).tau(-1.5)),
                         StartsWith(who + "tau > 0 but got -1.5"));
   }
@@ -396,8 +403,8 @@ TEST_CASE("ContextAwareHead edge cases stay finite", "[ContextAwareHead]") {
     // Every class absent: the oracle classifier is θy(C ⊕ C) (naive loops).
     const auto theta_y = cac::ContextAwareHeadImpl::projector_weights(head->oracle_projector);
     CHECK(cac_test::all_close(head->forward_train(pb.features, pb.weight, pb.logits, pb.labels).oracle_logits,
-                              naive::oracle_logits(pb.features, pb.weight, pb.labels, theta_y, 15.0, true, 255),
-                              1e-10, 1e-12));
+                              naive::oracle_logits(pb.features, pb.weight, pb.labels, theta_y, 15.0, true, 255), 1e-10,
+                              1e-12));
   }
   SECTION("a batch of one") { run(make_problem(1, 6, 4, {4, 4}, {7, 7}, 62)); }
   SECTION("a class present in one image only") {
@@ -411,10 +418,10 @@ TEST_CASE("ContextAwareHead edge cases stay finite", "[ContextAwareHead]") {
     for (const auto scope : {cac::OracleScope::Batch, cac::OracleScope::Image}) {
       auto scoped = make_head(6, 4, 2, scope);
       const auto theta_y = cac::ContextAwareHeadImpl::projector_weights(scoped->oracle_projector);
-      CHECK(cac_test::all_close(scoped->forward_train(pb.features, pb.weight, pb.logits, pb.labels).oracle_logits,
-                                naive::oracle_logits(pb.features, pb.weight, pb.labels, theta_y, 15.0,
-                                                     scope == cac::OracleScope::Batch, 255),
-                                1e-10, 1e-12));
+      CHECK(cac_test::all_close(
+          scoped->forward_train(pb.features, pb.weight, pb.logits, pb.labels).oracle_logits,
+          naive::oracle_logits(pb.features, pb.weight, pb.labels, theta_y, 15.0, scope == cac::OracleScope::Batch, 255),
+          1e-10, 1e-12));
     }
   }
   SECTION("zero feature vectors") {
@@ -479,8 +486,8 @@ TEST_CASE("ContextAwareHead inference is lean", "[ContextAwareHead]") {
     cac_test::AllocationTracker::Scope scope(tracker);
     lean = head->forward(f, C, p);
   }
-  INFO("largest allocation " << tracker.largest << " B, total " << tracker.total << " B, features "
-                             << feature_bytes << " B");
+  INFO("largest allocation " << tracker.largest << " B, total " << tracker.total << " B, features " << feature_bytes
+                             << " B");
   CHECK(tracker.largest > 0);
   CHECK(tracker.largest < feature_bytes / 4);
   CHECK(tracker.total < feature_bytes);
@@ -500,10 +507,12 @@ TEST_CASE("ContextAwareHead degenerate shapes and non-finite options", "[Context
   using Catch::Matchers::StartsWith;
   const std::string who = "cac::ContextAwareHead: expected ";
   SECTION("features with h = 0 and 8x8 labels (was pp and py of size 0 and a loss of exactly 0)") {
-    REQUIRE_THROWS_WITH(head->forward_train(f.narrow(2, 0, 0), C, p.narrow(2, 0, 0), y),
-                        StartsWith(who + "features with non-empty spatial dims but got [2, 6, 0, 5] (spatial dim 0 is 0)"));
-    REQUIRE_THROWS_WITH(head->forward(f.narrow(3, 0, 0), C, p.narrow(3, 0, 0)),
-                        StartsWith(who + "features with non-empty spatial dims but got [2, 6, 4, 0] (spatial dim 1 is 0)"));
+    REQUIRE_THROWS_WITH(
+        head->forward_train(f.narrow(2, 0, 0), C, p.narrow(2, 0, 0), y),
+        StartsWith(who + "features with non-empty spatial dims but got [2, 6, 0, 5] (spatial dim 0 is 0)"));
+    REQUIRE_THROWS_WITH(
+        head->forward(f.narrow(3, 0, 0), C, p.narrow(3, 0, 0)),
+        StartsWith(who + "features with non-empty spatial dims but got [2, 6, 4, 0] (spatial dim 1 is 0)"));
   }
   SECTION("labels of another batch size than the features") {
     REQUIRE_THROWS_WITH(head->forward_train(f, C, p, y.narrow(0, 0, 1)),
@@ -515,8 +524,9 @@ TEST_CASE("ContextAwareHead degenerate shapes and non-finite options", "[Context
     CHECK(out.oracle_logits.sizes() == torch::IntArrayRef({0, 4, 4, 5}));
   }
   SECTION("tau = inf or nan") {
-    REQUIRE_THROWS_WITH(cac::ContextAwareHead(cac::ContextAwareHeadOptions(6, 4).tau(std::numeric_limits<double>::infinity())),
-                        StartsWith(who + "tau > 0 and finite but got inf"));
+    REQUIRE_THROWS_WITH(
+        cac::ContextAwareHead(cac::ContextAwareHeadOptions(6, 4).tau(std::numeric_limits<double>::infinity())),
+        StartsWith(who + "tau > 0 and finite but got inf"));
     REQUIRE_THROWS_WITH(cac::ContextAwareHead(cac::ContextAwareHeadOptions(6, 4).tau(std::nan(""))),
                         StartsWith(who + "tau > 0 but got nan"));
   }

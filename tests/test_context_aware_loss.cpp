@@ -52,20 +52,23 @@ TEST_CASE("ContextAwareLoss agrees with the naive loops", "[ContextAwareLoss]") 
     const auto pb = cac_test::make_problem(2, 6, 4, spatial, label_spatial, 101);
     const cac::ContextAwareOutput out{pb.logits, pb.logits * 0.7 + 0.1, pb.logits.flip(1)};
     const auto losses = cac::ContextAwareLoss()->forward(out, pb.labels);
-    const auto mode = spatial.size() == 1 ? F::InterpolateFuncOptions::mode_t(torch::kLinear)
+    const auto mode = spatial.size() == 1   ? F::InterpolateFuncOptions::mode_t(torch::kLinear)
                       : spatial.size() == 2 ? F::InterpolateFuncOptions::mode_t(torch::kBilinear)
                                             : F::InterpolateFuncOptions::mode_t(torch::kTrilinear);
     auto naive_ce = [&](const torch::Tensor& logits) {
-      const auto up = F::interpolate(logits, F::InterpolateFuncOptions().size(label_spatial).mode(mode).align_corners(false));
+      const auto up =
+          F::interpolate(logits, F::InterpolateFuncOptions().size(label_spatial).mode(mode).align_corners(false));
       return naive::cross_entropy(up, pb.labels, 255).item<double>();
     };
     CHECK(losses.logits_ce.item<double>() == Approx(naive_ce(out.logits)).epsilon(1e-12));
     CHECK(losses.context_ce.item<double>() == Approx(naive_ce(out.context_logits)).epsilon(1e-12));
     CHECK(losses.oracle_ce.item<double>() == Approx(naive_ce(out.oracle_logits)).epsilon(1e-12));
-    const double kl = naive::distill(out.context_logits, out.oracle_logits, pb.labels, 0.5, true, true, 255).item<double>();
+    const double kl =
+        naive::distill(out.context_logits, out.oracle_logits, pb.labels, 0.5, true, true, 255).item<double>();
     CHECK(losses.kl.item<double>() == Approx(kl).epsilon(1e-12));
-    CHECK(losses.total.item<double>() ==
-          Approx(naive_ce(out.logits) + naive_ce(out.context_logits) + naive_ce(out.oracle_logits) + kl).epsilon(1e-12));
+    CHECK(
+        losses.total.item<double>() ==
+        Approx(naive_ce(out.logits) + naive_ce(out.context_logits) + naive_ce(out.oracle_logits) + kl).epsilon(1e-12));
   }
 }
 
@@ -86,9 +89,9 @@ TEST_CASE("ContextAwareLoss weights remove exactly their term (paper Table 2)", 
   CHECK(total(cac::ContextAwareLossOptions().kl_weight(2.5).oracle_weight(0.5)) ==
         Approx(ce_p + ce_pp + 0.5 * ce_py + 2.5 * kl).epsilon(1e-12));
   // A zero-weight term is still reported, unchanged, as are the others.
-  for (const auto& options : {cac::ContextAwareLossOptions().kl_weight(0), cac::ContextAwareLossOptions().logits_weight(0),
-                              cac::ContextAwareLossOptions().context_weight(0),
-                              cac::ContextAwareLossOptions().oracle_weight(0)}) {
+  for (const auto& options :
+       {cac::ContextAwareLossOptions().kl_weight(0), cac::ContextAwareLossOptions().logits_weight(0),
+        cac::ContextAwareLossOptions().context_weight(0), cac::ContextAwareLossOptions().oracle_weight(0)}) {
     const auto losses = cac::ContextAwareLoss(options)->forward(out, y);
     CHECK(losses.logits_ce.item<double>() == ce_p);
     CHECK(losses.context_ce.item<double>() == ce_pp);
@@ -100,7 +103,8 @@ TEST_CASE("ContextAwareLoss weights remove exactly their term (paper Table 2)", 
   // context weight 0, d total / d pp is the KL's alone.
   SECTION("zero weights remove their term from the gradient") {
     auto pp = out.context_logits.clone().requires_grad_();
-    cac::ContextAwareLoss(cac::ContextAwareLossOptions().context_weight(0))->forward({out.logits, pp, out.oracle_logits}, y)
+    cac::ContextAwareLoss(cac::ContextAwareLossOptions().context_weight(0))
+        ->forward({out.logits, pp, out.oracle_logits}, y)
         .total.backward();
     auto pp_kl = out.context_logits.clone().requires_grad_();
     cac::functional::entropy_aware_kl(pp_kl, out.oracle_logits, y).backward();
@@ -134,7 +138,8 @@ TEST_CASE("ContextAwareLoss cross-entropy: upsampling, align_corners, ignored pi
     return F::cross_entropy(up, pb.labels, F::CrossEntropyFuncOptions().ignore_index(255)).item<double>();
   };
   for (const bool align : {false, true}) {
-    const auto losses = cac::ContextAwareLoss(cac::ContextAwareLossOptions().align_corners(align))->forward(out, pb.labels);
+    const auto losses =
+        cac::ContextAwareLoss(cac::ContextAwareLossOptions().align_corners(align))->forward(out, pb.labels);
     CHECK(losses.logits_ce.item<double>() == Approx(by_hand(out.logits, align)).epsilon(1e-12));
     CHECK(losses.context_ce.item<double>() == Approx(by_hand(out.context_logits, align)).epsilon(1e-12));
     CHECK(losses.oracle_ce.item<double>() == Approx(by_hand(out.oracle_logits, align)).epsilon(1e-12));
@@ -162,7 +167,8 @@ TEST_CASE("ContextAwareLoss cross-entropy: upsampling, align_corners, ignored pi
   SECTION("labels at the logits' size: no resampling") {
     const auto q = cac_test::make_problem(2, 6, 4, {4, 5}, {4, 5}, 84);
     const auto losses = cac::ContextAwareLoss()->forward({q.logits, q.logits, q.logits}, q.labels);
-    CHECK(losses.logits_ce.item<double>() == Approx(naive::cross_entropy(q.logits, q.labels, 255).item<double>()).epsilon(1e-12));
+    CHECK(losses.logits_ce.item<double>() ==
+          Approx(naive::cross_entropy(q.logits, q.labels, 255).item<double>()).epsilon(1e-12));
   }
   SECTION("all labels ignored gives 0, not NaN, with a finite zero gradient") {
     const auto ignored = torch::full_like(pb.labels, 255);
@@ -183,7 +189,8 @@ TEST_CASE("ContextAwareLoss cross-entropy: upsampling, align_corners, ignored pi
           {out.logits.to(dtype), out.context_logits.to(dtype), out.oracle_logits.to(dtype)}, pb.labels);
       CHECK(losses.total.scalar_type() == torch::kFloat);
       // bfloat16 keeps 8 mantissa bits: logits of size ~3 move by ~1e-2, the total by less.
-      CHECK(losses.total.item<double>() == Approx(reference.total.item<double>()).epsilon(dtype == torch::kFloat ? 1e-6 : 2e-2));
+      CHECK(losses.total.item<double>() ==
+            Approx(reference.total.item<double>()).epsilon(dtype == torch::kFloat ? 1e-6 : 2e-2));
     }
   }
   SECTION("another ignore_index") {
@@ -212,7 +219,8 @@ TEST_CASE("ContextAwareLoss module contract and errors", "[ContextAwareLoss]") {
   using Catch::Matchers::StartsWith;
   const std::string who = "cac::ContextAwareLoss: expected ";
   SECTION("floating labels") {
-    REQUIRE_THROWS_WITH(criterion->forward(out, y.to(torch::kFloat)), StartsWith(who + "integer labels but got dtype Float"));
+    REQUIRE_THROWS_WITH(criterion->forward(out, y.to(torch::kFloat)),
+                        StartsWith(who + "integer labels but got dtype Float"));
   }
   SECTION("labels with the wrong batch size") {
     REQUIRE_THROWS_WITH(criterion->forward(out, y.narrow(0, 0, 1)),
@@ -259,15 +267,18 @@ TEST_CASE("ContextAwareLoss module contract and errors", "[ContextAwareLoss]") {
   SECTION("undefined p with logits_weight != 0") {
     REQUIRE_THROWS_WITH(criterion->forward({torch::Tensor(), p, p}, y),
                         StartsWith(who + "defined logits (p) for logits_weight 1"));
-    const auto losses = cac::ContextAwareLoss(cac::ContextAwareLossOptions().logits_weight(0))->forward({torch::Tensor(), p, p}, y);
+    const auto losses =
+        cac::ContextAwareLoss(cac::ContextAwareLossOptions().logits_weight(0))->forward({torch::Tensor(), p, p}, y);
     CHECK(losses.logits_ce.item<double>() == 0.0);
     CHECK(std::isfinite(losses.total.item<double>()));
   }
   SECTION("teacher_weight outside [0, 1]") {
-    REQUIRE_THROWS_WITH(cac::ContextAwareLoss(cac::ContextAwareLossOptions().kl(cac::EntropyAwareKLOptions().teacher_weight(2))),
-                        StartsWith(who + "teacher_weight in [0, 1] but got 2"));
-    CHECK_THROWS_AS(cac::ContextAwareLoss(cac::ContextAwareLossOptions().kl(cac::EntropyAwareKLOptions().teacher_weight(-0.5))),
-                    c10::Error);
+    REQUIRE_THROWS_WITH(
+        cac::ContextAwareLoss(cac::ContextAwareLossOptions().kl(cac::EntropyAwareKLOptions().teacher_weight(2))),
+        StartsWith(who + "teacher_weight in [0, 1] but got 2"));
+    CHECK_THROWS_AS(
+        cac::ContextAwareLoss(cac::ContextAwareLossOptions().kl(cac::EntropyAwareKLOptions().teacher_weight(-0.5))),
+        c10::Error);
   }
 }
 
@@ -279,15 +290,21 @@ TEST_CASE("ContextAwareLoss gradients match finite differences", "[ContextAwareL
                                        (pb.logits.detach() * 0.5).requires_grad_(), pb.logits.detach().flip(1).clone()};
   for (const bool align : {false, true}) {
     cac::ContextAwareLoss full(cac::ContextAwareLossOptions().align_corners(align));
-    const auto r = cac_test::gradcheck([&](const auto& x) { return full->forward({x[0], x[1], x[2]}, pb.labels).total; },
-                                       inputs);
+    const auto r = cac_test::gradcheck(
+        [&](const auto& x) {
+          return full->forward({x[0], x[1], x[2]}, pb.labels).total;
+        },
+        inputs);
     CHECK(r.ok);
     CHECK(r.max_error < 1e-7);
   }
   inputs[2].requires_grad_();
   cac::ContextAwareLoss no_kl(cac::ContextAwareLossOptions().kl_weight(0));
-  const auto r = cac_test::gradcheck([&](const auto& x) { return no_kl->forward({x[0], x[1], x[2]}, pb.labels).total; },
-                                     inputs);
+  const auto r = cac_test::gradcheck(
+      [&](const auto& x) {
+        return no_kl->forward({x[0], x[1], x[2]}, pb.labels).total;
+      },
+      inputs);
   CHECK(r.ok);
   CHECK(r.max_error < 1e-7);
 }
@@ -304,8 +321,8 @@ TEST_CASE("ContextAwareLoss check_finite names the non-finite terms and inputs",
   SECTION("finite inputs: the same terms, bit for bit, as without the check") {
     const auto a = cac::ContextAwareLoss()->forward(clean, y);
     const auto b = cac::ContextAwareLoss(checked)->forward(clean, y);
-    for (const auto& [x, z] : {std::make_pair(a.total, b.total), std::make_pair(a.kl, b.kl),
-                               std::make_pair(a.context_ce, b.context_ce)}) {
+    for (const auto& [x, z] :
+         {std::make_pair(a.total, b.total), std::make_pair(a.kl, b.kl), std::make_pair(a.context_ce, b.context_ce)}) {
       CHECK(torch::equal(x, z));
     }
     CHECK(std::isfinite(b.total.item<double>()));
@@ -398,8 +415,9 @@ TEST_CASE("ContextAwareLoss degenerate shapes: empty grids refused, an empty bat
                                    "[2, 4, 4, 0] (spatial dim 1 is 0)"));
   }
   SECTION("labels of another batch size") {
-    REQUIRE_THROWS_WITH(cac::ContextAwareLoss()->forward({p, p, p}, pb.labels.narrow(0, 0, 1)),
-                        StartsWith("cac::ContextAwareLoss: expected labels of shape [2, 2 spatial dims] but got [1, 8, 8]"));
+    REQUIRE_THROWS_WITH(
+        cac::ContextAwareLoss()->forward({p, p, p}, pb.labels.narrow(0, 0, 1)),
+        StartsWith("cac::ContextAwareLoss: expected labels of shape [2, 2 spatial dims] but got [1, 8, 8]"));
   }
   SECTION("B = 0: every term 0, also with check_finite (no pixel, as with all labels ignored)") {
     const auto empty = p.narrow(0, 0, 0);

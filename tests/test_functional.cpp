@@ -108,15 +108,9 @@ torch::Tensor upsample(const torch::Tensor& logits, at::IntArrayRef size, bool a
   if (logits.sizes().slice(2).equals(size)) return logits;
   auto options = torch::nn::functional::InterpolateFuncOptions().size(size.vec()).align_corners(align_corners);
   switch (size.size()) {
-    case 1:
-      options.mode(torch::kLinear);
-      break;
-    case 2:
-      options.mode(torch::kBilinear);
-      break;
-    default:
-      options.mode(torch::kTrilinear);
-      break;
+    case 1: options.mode(torch::kLinear); break;
+    case 2: options.mode(torch::kBilinear); break;
+    default: options.mode(torch::kTrilinear); break;
   }
   return torch::nn::functional::interpolate(logits, options);
 }

@@ -39,9 +39,10 @@ void check_options(const ContextShiftOptions& o) {
   TORCH_CHECK(o.regions() >= 1, "cac_data::ContextShiftOptions: expected regions >= 1 but got ", o.regions());
   TORCH_CHECK(o.other_ratio() >= 0 && o.other_ratio() < 1,
               "cac_data::ContextShiftOptions: expected other_ratio in [0, 1) but got ", o.other_ratio());
-  TORCH_CHECK(o.noise() >= 0 && o.stripe_period() > 0 && o.stripe_contrast() >= 0 && o.stripe_contrast() < 1,
-              "cac_data::ContextShiftOptions: expected noise >= 0, stripe_period > 0 and stripe_contrast in [0, 1) but got ",
-              o.noise(), ", ", o.stripe_period(), ", ", o.stripe_contrast());
+  TORCH_CHECK(
+      o.noise() >= 0 && o.stripe_period() > 0 && o.stripe_contrast() >= 0 && o.stripe_contrast() < 1,
+      "cac_data::ContextShiftOptions: expected noise >= 0, stripe_period > 0 and stripe_contrast in [0, 1) but got ",
+      o.noise(), ", ", o.stripe_period(), ", ", o.stripe_contrast());
 }
 
 /// HSV (all in [0, 1]) to RGB in [0, 1].

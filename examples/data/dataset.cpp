@@ -17,6 +17,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// clang-format off
 // Class names and palettes of mmsegmentation 0.x (mmseg/datasets/{ade,coco_stuff,cityscapes,
 // pascal_context}.py), verbatim, including ADE20K's "bed " with its trailing space.
 // ade20k: 150 classes.
@@ -154,6 +155,7 @@ const uint8_t k_pascal_context59_palette[][3] = {
     {250, 10, 15}, {20, 255, 0}, {31, 255, 0}, {255, 31, 0}, {255, 224, 0}, {153, 255, 0},
     {0, 0, 255}, {255, 71, 0}, {0, 235, 255}, {0, 173, 255}, {31, 0, 255},
 };
+// clang-format on
 
 template <size_t N>
 DatasetInfo make_info(const char* name, const char* const (&classes)[N], const uint8_t (&palette)[N][3]) {
@@ -201,9 +203,9 @@ class FileDataset : public Dataset {
                 " but cv::imread failed");
     TORCH_CHECK(raw.type() == CV_8UC1, "cac_data::Dataset: expected an 8-bit single-channel label at ",
                 file.label.string(), " but got ", raw.channels(), " channel(s) of OpenCV depth ", raw.depth());
-    TORCH_CHECK(raw.rows == sample.image.rows && raw.cols == sample.image.cols, "cac_data::Dataset: expected the label ",
-                file.label.string(), " to have the image's size ", sample.image.cols, "x", sample.image.rows, " but got ",
-                raw.cols, "x", raw.rows);
+    TORCH_CHECK(raw.rows == sample.image.rows && raw.cols == sample.image.cols,
+                "cac_data::Dataset: expected the label ", file.label.string(), " to have the image's size ",
+                sample.image.cols, "x", sample.image.rows, " but got ", raw.cols, "x", raw.rows);
     sample.label.create(raw.rows, raw.cols, CV_8UC1);
     const int64_t num_classes = info_.num_classes();
     for (int y = 0; y < raw.rows; ++y) {
@@ -311,8 +313,9 @@ struct Layout {
 };
 
 std::string split_name(const DatasetOptions& options, const char* train, const char* val) {
-  TORCH_CHECK(options.split() == "train" || options.split() == "val", "cac_data::make_dataset: expected split 'train' or 'val' for ",
-              options.type(), " but got '", options.split(), "'");
+  TORCH_CHECK(options.split() == "train" || options.split() == "val",
+              "cac_data::make_dataset: expected split 'train' or 'val' for ", options.type(), " but got '",
+              options.split(), "'");
   return options.split() == "train" ? train : val;
 }
 
@@ -378,7 +381,8 @@ Layout resolve_layout(const DatasetOptions& options) {
                 layout.info.classes.size(), " palette colours (one per class) but got ", options.palette().size());
     layout.info.palette = options.palette();
   }
-  TORCH_CHECK(layout.info.num_classes() <= 255, "cac_data::make_dataset: expected at most 255 classes (uint8 labels) but got ",
+  TORCH_CHECK(layout.info.num_classes() <= 255,
+              "cac_data::make_dataset: expected at most 255 classes (uint8 labels) but got ",
               layout.info.num_classes());
   layout.img_suffix = options.img_suffix().value_or(layout.img_suffix);
   layout.seg_map_suffix = options.seg_map_suffix().value_or(layout.seg_map_suffix);

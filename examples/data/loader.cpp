@@ -80,9 +80,8 @@ class Prefetcher {
       int64_t k = 0;
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        work_ready_.wait(lock, [&] {
-          return stop_ || (next_task_ < next_out_ + window_ && (end_ < 0 || next_task_ < end_));
-        });
+        work_ready_.wait(
+            lock, [&] { return stop_ || (next_task_ < next_out_ + window_ && (end_ < 0 || next_task_ < end_)); });
         if (stop_) {
           return;
         }
@@ -116,8 +115,8 @@ class Prefetcher {
 namespace {
 
 void check_options(const LoaderOptions& options, const char* where) {
-  TORCH_CHECK(options.world_size() >= 1 && options.rank() >= 0 && options.rank() < options.world_size(), "cac_data::",
-              where, ": expected 0 <= rank < world_size but got rank ", options.rank(), ", world_size ",
+  TORCH_CHECK(options.world_size() >= 1 && options.rank() >= 0 && options.rank() < options.world_size(),
+              "cac_data::", where, ": expected 0 <= rank < world_size but got rank ", options.rank(), ", world_size ",
               options.world_size());
   TORCH_CHECK(options.num_workers() >= 0 && options.prefetch() >= 1, "cac_data::", where,
               ": expected num_workers >= 0 and prefetch >= 1 but got num_workers ", options.num_workers(),
@@ -218,8 +217,8 @@ std::shared_ptr<const std::vector<int64_t>> TrainLoader::epoch_indices(int64_t e
   std::lock_guard<std::mutex> lock(cache_mutex_);
   if (cached_epoch_ != epoch) {
     cached_indices_ = std::make_shared<const std::vector<int64_t>>(
-        shard_indices(static_cast<int64_t>(dataset_->size()), options_.rank(), options_.world_size(), options_.shuffle(),
-                      options_.seed(), epoch));
+        shard_indices(static_cast<int64_t>(dataset_->size()), options_.rank(), options_.world_size(),
+                      options_.shuffle(), options_.seed(), epoch));
     cached_epoch_ = epoch;
   }
   return cached_indices_;

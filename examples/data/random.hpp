@@ -20,19 +20,13 @@ inline uint64_t mix64(uint64_t x) {
 
 /// A seed derived from `seed` and up to two stream coordinates (e.g. epoch and sample slot):
 /// different coordinates give statistically independent `std::mt19937_64` streams.
-inline uint64_t derive_seed(uint64_t seed, uint64_t a, uint64_t b = 0) {
-  return mix64(mix64(mix64(seed) ^ a) + b);
-}
+inline uint64_t derive_seed(uint64_t seed, uint64_t a, uint64_t b = 0) { return mix64(mix64(mix64(seed) ^ a) + b); }
 
 /// A double uniform in [0, 1) from the top 53 bits of one draw (numpy's `random_sample`).
-inline double uniform01(std::mt19937_64& rng) {
-  return static_cast<double>(rng() >> 11) * (1.0 / 9007199254740992.0);
-}
+inline double uniform01(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * (1.0 / 9007199254740992.0); }
 
 /// A double uniform in [lo, hi) (numpy's `uniform(lo, hi)`).
-inline double uniform_real(std::mt19937_64& rng, double lo, double hi) {
-  return lo + (hi - lo) * uniform01(rng);
-}
+inline double uniform_real(std::mt19937_64& rng, double lo, double hi) { return lo + (hi - lo) * uniform01(rng); }
 
 /// An integer uniform in [lo, hi] (both ends included), unbiased by rejection; `lo <= hi`.
 inline int64_t uniform_int(std::mt19937_64& rng, int64_t lo, int64_t hi) {

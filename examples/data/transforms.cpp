@@ -15,8 +15,8 @@ namespace cac_data {
 namespace {
 
 void check_image(const cv::Mat& image, const char* where) {
-  TORCH_CHECK(image.type() == CV_8UC3, "cac_data::", where, ": expected a BGR uint8 image (CV_8UC3) but got OpenCV type ",
-              image.type());
+  TORCH_CHECK(image.type() == CV_8UC3, "cac_data::", where,
+              ": expected a BGR uint8 image (CV_8UC3) but got OpenCV type ", image.type());
 }
 
 void check_pair(const cv::Mat& image, const cv::Mat& label, const char* where) {
@@ -82,8 +82,8 @@ void rescale(cv::Mat& image, cv::Mat& label, const Int2& scale) {
   }
 }
 
-void random_resize(cv::Mat& image, cv::Mat& label, const Int2& img_scale,
-                   const Range& ratio_range, std::mt19937_64& rng) {
+void random_resize(cv::Mat& image, cv::Mat& label, const Int2& img_scale, const Range& ratio_range,
+                   std::mt19937_64& rng) {
   TORCH_CHECK(ratio_range[0] > 0 && ratio_range[0] <= ratio_range[1],
               "cac_data::random_resize: expected 0 < ratio_range[0] <= ratio_range[1] but got (", ratio_range[0], ", ",
               ratio_range[1], ")");
@@ -93,8 +93,8 @@ void random_resize(cv::Mat& image, cv::Mat& label, const Int2& img_scale,
            static_cast<int64_t>(static_cast<double>(img_scale[1]) * ratio)});
 }
 
-void random_crop(cv::Mat& image, cv::Mat& label, const Int2& crop_size, double cat_max_ratio,
-                 int64_t ignore_index, std::mt19937_64& rng) {
+void random_crop(cv::Mat& image, cv::Mat& label, const Int2& crop_size, double cat_max_ratio, int64_t ignore_index,
+                 std::mt19937_64& rng) {
   check_pair(image, label, "random_crop");
   TORCH_CHECK(crop_size[0] > 0 && crop_size[1] > 0, "cac_data::random_crop: expected a positive crop_size but got (",
               crop_size[0], ", ", crop_size[1], ")");
@@ -149,7 +149,8 @@ void photo_metric_distortion(cv::Mat& image, const PhotoMetricOptions& options, 
   auto coin = [&] { return uniform_int(rng, 0, 1) == 1; };
   auto contrast = [&] {
     if (coin()) {
-      image = apply_lut(image, affine_lut(uniform_real(rng, options.contrast_range()[0], options.contrast_range()[1]), 0));
+      image =
+          apply_lut(image, affine_lut(uniform_real(rng, options.contrast_range()[0], options.contrast_range()[1]), 0));
     }
   };
   if (coin()) {  // brightness
@@ -185,21 +186,21 @@ torch::Tensor normalize(const cv::Mat& image, const NormalizeOptions& options) {
   }
   const auto& mean = options.mean();
   const auto& std = options.std();
-  const torch::Tensor mean_t = torch::tensor({static_cast<float>(mean[0]), static_cast<float>(mean[1]), static_cast<float>(mean[2])});
+  const torch::Tensor mean_t =
+      torch::tensor({static_cast<float>(mean[0]), static_cast<float>(mean[1]), static_cast<float>(mean[2])});
   const torch::Tensor inv_std_t = torch::tensor(
       {static_cast<float>(1.0 / std[0]), static_cast<float>(1.0 / std[1]), static_cast<float>(1.0 / std[2])});
   return ((x - mean_t) * inv_std_t).permute({2, 0, 1}).contiguous();
 }
 
 torch::Tensor label_to_tensor(const cv::Mat& label) {
-  TORCH_CHECK(label.type() == CV_8UC1, "cac_data::label_to_tensor: expected a uint8 label (CV_8UC1) but got OpenCV type ",
-              label.type());
+  TORCH_CHECK(label.type() == CV_8UC1,
+              "cac_data::label_to_tensor: expected a uint8 label (CV_8UC1) but got OpenCV type ", label.type());
   const cv::Mat data = continuous(label);
   return torch::from_blob(data.data, {data.rows, data.cols}, torch::kUInt8).to(torch::kInt64);
 }
 
-void pad_to(torch::Tensor& image, torch::Tensor& label, const Int2& size, double pad_val,
-            int64_t seg_pad_val) {
+void pad_to(torch::Tensor& image, torch::Tensor& label, const Int2& size, double pad_val, int64_t seg_pad_val) {
   const int64_t height = image.size(1), width = image.size(2);
   TORCH_CHECK(height <= size[0] && width <= size[1] && label.size(0) == height && label.size(1) == width,
               "cac_data::pad_to: expected an image and label of at most ", size[0], "x", size[1],

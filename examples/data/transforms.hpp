@@ -122,14 +122,14 @@ void rescale(cv::Mat& image, cv::Mat& label, const Int2& scale);
 
 /// mmseg `Resize` with `ratio_range`: `rescale` to `img_scale · r`, `r` uniform in `ratio_range`
 /// (each side truncated to an integer, as mmseg does).
-void random_resize(cv::Mat& image, cv::Mat& label, const Int2& img_scale,
-                   const Range& ratio_range, std::mt19937_64& rng);
+void random_resize(cv::Mat& image, cv::Mat& label, const Int2& img_scale, const Range& ratio_range,
+                   std::mt19937_64& rng);
 
 /// mmseg `RandomCrop`: a `crop_size` (h, w) window (smaller if the image is), re-drawn up to 10
 /// times until no class covers `cat_max_ratio` or more of the crop's non-`ignore_index` pixels and
 /// at least two classes are present (the 11th draw is kept otherwise).
-void random_crop(cv::Mat& image, cv::Mat& label, const Int2& crop_size, double cat_max_ratio,
-                 int64_t ignore_index, std::mt19937_64& rng);
+void random_crop(cv::Mat& image, cv::Mat& label, const Int2& crop_size, double cat_max_ratio, int64_t ignore_index,
+                 std::mt19937_64& rng);
 
 /// mmseg `RandomFlip` (horizontal) with probability `prob`, image and label together.
 void random_flip(cv::Mat& image, cv::Mat& label, double prob, std::mt19937_64& rng);
@@ -145,8 +145,7 @@ torch::Tensor label_to_tensor(const cv::Mat& label);
 
 /// mmcv `impad` at the bottom and right to `size` (h, w): image `[C, H, W]` with `pad_val`,
 /// label `[H, W]` with `seg_pad_val`; both must not exceed `size`.
-void pad_to(torch::Tensor& image, torch::Tensor& label, const Int2& size, double pad_val,
-            int64_t seg_pad_val);
+void pad_to(torch::Tensor& image, torch::Tensor& label, const Int2& size, double pad_val, int64_t seg_pad_val);
 
 /// The full training pipeline: random resize, crop, flip, photometric distortion, normalise, pad.
 Sample train_transform(const RawSample& raw, const TrainPipelineOptions& options, std::mt19937_64& rng);

@@ -1,6 +1,5 @@
 #include "builders.hpp"
 
-
 #include <torch/torch.h>
 
 #include <cmath>
@@ -95,7 +94,8 @@ cac_data::ContextShiftOptions context_shift_options(const Config& config) {
 
 std::shared_ptr<cac_data::Dataset> build_dataset(const Config& config, const std::string& split) {
   const cac_data::DatasetOptions options = dataset_options(config, split);
-  if (options.type() == "context_shift") cac_data::generate_context_shift(options.root(), context_shift_options(config));
+  if (options.type() == "context_shift")
+    cac_data::generate_context_shift(options.root(), context_shift_options(config));
   return cac_data::make_dataset(options);
 }
 
@@ -159,9 +159,11 @@ std::unique_ptr<torch::optim::Optimizer> build_optimizer(const Config& config, t
   if (type == "sgd") {
     const auto options = torch::optim::SGDOptions(lr).momentum(config.get<double>("optimizer.momentum"));
     std::vector<torch::optim::OptimizerParamGroup> groups;
-    groups.emplace_back(decayed, std::make_unique<torch::optim::SGDOptions>(torch::optim::SGDOptions(options).weight_decay(decay)));
+    groups.emplace_back(
+        decayed, std::make_unique<torch::optim::SGDOptions>(torch::optim::SGDOptions(options).weight_decay(decay)));
     if (!undecayed.empty()) {
-      groups.emplace_back(undecayed, std::make_unique<torch::optim::SGDOptions>(torch::optim::SGDOptions(options).weight_decay(0)));
+      groups.emplace_back(
+          undecayed, std::make_unique<torch::optim::SGDOptions>(torch::optim::SGDOptions(options).weight_decay(0)));
     }
     return std::make_unique<torch::optim::SGD>(std::move(groups), options);
   }
@@ -169,9 +171,11 @@ std::unique_ptr<torch::optim::Optimizer> build_optimizer(const Config& config, t
   const auto options =
       torch::optim::AdamWOptions(lr).betas({betas[0], betas[1]}).eps(config.get<double>("optimizer.eps"));
   std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decayed, std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(options).weight_decay(decay)));
+  groups.emplace_back(
+      decayed, std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(options).weight_decay(decay)));
   if (!undecayed.empty()) {
-    groups.emplace_back(undecayed, std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(options).weight_decay(0)));
+    groups.emplace_back(
+        undecayed, std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(options).weight_decay(0)));
   }
   return std::make_unique<torch::optim::AdamW>(std::move(groups), options);
 }
@@ -193,7 +197,8 @@ double LrSchedule::at(int64_t iter) const {
   }
   if (iter < warmup_iterations_) {
     // mmcv `get_warmup_lr` ('linear'): k = (1 - iter / warmup_iters) · (1 - ratio).
-    const double k = (1.0 - static_cast<double>(iter) / static_cast<double>(warmup_iterations_)) * (1.0 - warmup_ratio_);
+    const double k =
+        (1.0 - static_cast<double>(iter) / static_cast<double>(warmup_iterations_)) * (1.0 - warmup_ratio_);
     lr *= 1.0 - k;
   }
   return lr;

@@ -5,13 +5,10 @@
 #include "io/atomic_file.hpp"
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <caffe2/serialize/inline_container.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <fstream>
-#include <string_view>
 #include <regex>
 
 namespace cac_engine {
@@ -45,8 +42,9 @@ void read_model(torch::serialize::InputArchive& archive, torch::nn::Module& mode
   TORCH_CHECK(archive.try_read("model", weights), "cac_engine::load_weights: expected a 'model' entry in ", path,
               " (a checkpoint of cac-train)");
   const auto mismatch = [&](const std::string& problem) {
-    TORCH_CHECK(false, "cac_engine::load_weights: ", path, " is ", describe_checkpoint(archive), ", not one of this model: ",
-                problem, ". Use the config the checkpoint was trained with (model.name, model.num_classes, model.cac), "
+    TORCH_CHECK(false, "cac_engine::load_weights: ", path, " is ", describe_checkpoint(archive),
+                ", not one of this model: ", problem,
+                ". Use the config the checkpoint was trained with (model.name, model.num_classes, model.cac), "
                 "or convert its weights with cac-convert and load the matching keys with --load-from.");
   };
   torch::NoGradGuard no_grad;
@@ -75,22 +73,6 @@ void save_archive(torch::serialize::OutputArchive& archive, const std::filesyste
   }
   file.commit();
 }
-
-}  // namespace
-
-bool is_engine_checkpoint(const std::filesystem::path& path) {
-  std::ifstream file(path, std::ios::binary);
-  char magic[4] = {};
-  if (!file.read(magic, sizeof magic) || std::string_view(magic, 4) != std::string_view("PK\x03\x04", 4)) return false;
-  try {
-    // torch::serialize writes a TorchScript-style archive (constants.pkl); torch.save does not.
-    return caffe2::serialize::PyTorchStreamReader(path.string()).hasRecord("constants.pkl");
-  } catch (const c10::Error&) {
-    return false;
-  }
-}
-
-namespace {
 
 torch::serialize::InputArchive open_archive(const std::filesystem::path& path, const char* what) {
   TORCH_CHECK(std::filesystem::is_regular_file(path), "cac_engine::", what, ": expected a checkpoint at ",
@@ -156,8 +138,10 @@ void CheckpointStore::save(torch::nn::Module& model, torch::optim::Optimizer& op
 TrainState CheckpointStore::resume(torch::nn::Module& model, torch::optim::Optimizer& optimizer,
                                    const cac_data::LoaderOptions& loader, int64_t batches_per_epoch) const {
   const std::filesystem::path path = latest();
-  TORCH_CHECK(std::filesystem::is_regular_file(path), "cac_engine::CheckpointStore::resume: expected a checkpoint to "
-              "resume from at ", path.string(), " but there is none");
+  TORCH_CHECK(std::filesystem::is_regular_file(path),
+              "cac_engine::CheckpointStore::resume: expected a checkpoint to "
+              "resume from at ",
+              path.string(), " but there is none");
   torch::serialize::InputArchive archive = open_archive(path, "CheckpointStore::resume");
   read_model(archive, model, path.string());
   torch::serialize::InputArchive optimizer_archive;

@@ -32,23 +32,16 @@ std::string join(const std::vector<std::string>& names) {
 }
 
 template <typename T>
-const char* type_name();
-template <>
-const char* type_name<bool>() { return "a boolean"; }
-template <>
-const char* type_name<int64_t>() { return "an integer"; }
-template <>
-const char* type_name<double>() { return "a number"; }
-template <>
-const char* type_name<std::string>() { return "a string"; }
-template <>
-const char* type_name<std::vector<int64_t>>() { return "a list of integers"; }
-template <>
-const char* type_name<std::vector<double>>() { return "a list of numbers"; }
-template <>
-const char* type_name<std::vector<std::string>>() { return "a list of strings"; }
-template <>
-const char* type_name<YAML::Node>() { return "a value"; }
+const char* type_name() {
+  if constexpr (std::is_same_v<T, bool>) return "a boolean";
+  if constexpr (std::is_same_v<T, int64_t>) return "an integer";
+  if constexpr (std::is_same_v<T, double>) return "a number";
+  if constexpr (std::is_same_v<T, std::string>) return "a string";
+  if constexpr (std::is_same_v<T, std::vector<int64_t>>) return "a list of integers";
+  if constexpr (std::is_same_v<T, std::vector<double>>) return "a list of numbers";
+  if constexpr (std::is_same_v<T, std::vector<std::string>>) return "a list of strings";
+  return "a value";  // YAML::Node
+}
 
 template <typename T>
 T convert(const YAML::Node& node) {
@@ -121,8 +114,7 @@ YAML::Node read_file(const std::filesystem::path& file) {
 
 Config::Config() : root_(YAML::NodeType::Map) {}
 
-void Config::merge(YAML::Node target, const YAML::Node& source, const std::string& prefix,
-                   const std::string& origin) {
+void Config::merge(YAML::Node target, const YAML::Node& source, const std::string& prefix, const std::string& origin) {
   for (const auto& item : source) {
     const std::string name = item.first.as<std::string>();
     if (prefix.empty() && name == "_base_") continue;
@@ -131,9 +123,8 @@ void Config::merge(YAML::Node target, const YAML::Node& source, const std::strin
     origins_[key] = origin;
     bool replace = false;
     if (value.IsMap() && value["_delete_"]) {
-      TORCH_CHECK(scalar_fits(value["_delete_"], KeyType::Boolean), "config error in ",
-                  origin.empty() ? name_ : origin, ": key '", key, "._delete_': expected a boolean but got ",
-                  describe_yaml(value["_delete_"]));
+      TORCH_CHECK(scalar_fits(value["_delete_"], KeyType::Boolean), "config error in ", origin.empty() ? name_ : origin,
+                  ": key '", key, "._delete_': expected a boolean but got ", describe_yaml(value["_delete_"]));
       replace = value["_delete_"].as<bool>();
     }
     if (value.IsMap() && !replace && target[name].IsMap()) {
@@ -173,8 +164,8 @@ Config load_recursive(const std::filesystem::path& file, std::vector<std::filesy
       names.push_back(bases.Scalar());
     } else {
       for (const auto& base : bases) {
-        TORCH_CHECK(base.IsScalar(), "config error in ", path.string(),
-                    ": key '_base_': expected file names but got ", describe_yaml(base));
+        TORCH_CHECK(base.IsScalar(), "config error in ", path.string(), ": key '_base_': expected file names but got ",
+                    describe_yaml(base));
         names.push_back(base.Scalar());
       }
     }
@@ -237,8 +228,8 @@ void Config::set(const std::string& assignment) {
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
     YAML::Node child = node[parts[i]];
     if (!child.IsMap()) {
-      TORCH_CHECK(!child.IsDefined() || child.IsNull(), "config error in --set: key '", key, "': expected '",
-                  parts[i], "' to be a mapping but got ", describe_yaml(child), " (set in ", origin(parts[i]), ")");
+      TORCH_CHECK(!child.IsDefined() || child.IsNull(), "config error in --set: key '", key, "': expected '", parts[i],
+                  "' to be a mapping but got ", describe_yaml(child), " (set in ", origin(parts[i]), ")");
       node[parts[i]] = YAML::Node(YAML::NodeType::Map);
       child.reset(node[parts[i]]);
       std::string created;
@@ -324,7 +315,8 @@ void Config::check_section(const YAML::Node& node, const std::string& prefix) co
       if (const std::string problem = spec->problem(value); !problem.empty()) fail(key, problem);
     } else if (is_config_section(key)) {
       if (value.IsNull()) continue;
-      if (!value.IsMap()) fail(key, "expected a mapping of " + join(section_children(key)) + " but got " + describe_yaml(value));
+      if (!value.IsMap())
+        fail(key, "expected a mapping of " + join(section_children(key)) + " but got " + describe_yaml(value));
       check_section(value, key);
     } else {
       const std::string suggestion = suggest_key(key);
@@ -362,12 +354,14 @@ void Config::check_relations(Use use) const {
     }
     const int64_t model = get<int64_t>("model.num_classes");
     if (classes >= 0 && model != classes) {
-      fail("model.num_classes", "expected " + std::to_string(classes) + " (the classes of " + source + ") but got " +
-                                    std::to_string(model));
+      fail("model.num_classes",
+           "expected " + std::to_string(classes) + " (the classes of " + source + ") but got " + std::to_string(model));
     }
   }
   const auto ratio = get<std::vector<double>>("data.train_pipeline.ratio_range");
-  if (ratio[0] > ratio[1]) fail("data.train_pipeline.ratio_range", "expected {min, max} with min <= max but got " + describe_yaml(find("data.train_pipeline.ratio_range")));
+  if (ratio[0] > ratio[1])
+    fail("data.train_pipeline.ratio_range",
+         "expected {min, max} with min <= max but got " + describe_yaml(find("data.train_pipeline.ratio_range")));
   if (get<std::string>("evaluation.mode") == "slide") {
     const auto crop = get<std::vector<int64_t>>("evaluation.crop");
     const auto stride = get<std::vector<int64_t>>("evaluation.stride");
@@ -395,21 +389,23 @@ void Config::check_pretrained() const {
   std::filesystem::path where = std::filesystem::path(path);
   if (where.is_relative()) where = std::filesystem::current_path(error) / where;
   fail("model.pretrained",
-       "expected the initial weights '" + path + "' (" + where.lexically_normal().string() + ") but there is no such file. " +
+       "expected the initial weights '" + path + "' (" + where.lexically_normal().string() +
+           ") but there is no such file. " +
            (url.empty() ? std::string("Put the file there") : "Download " + url + " to that path") +
            " (docs/training.md, \"Pretrained weights\"); it is read as it is, zip or legacy torch.save, keys in the `" +
            source + "` layout (model.pretrained_source), so no conversion is needed; `cac-convert " + path +
            " checked.pth --from " + source + " --model " + model +
            "` prints how its keys match the model. Or point to your copy with --set model.pretrained=PATH, or train "
-           "from scratch on purpose with --set model.pretrained=" + kNoPretrained);
+           "from scratch on purpose with --set model.pretrained=" +
+           kNoPretrained);
 }
 
 void Config::validate(Use use) const {
   check_section(root_, "");
   if (use != Use::Any) {
     for (const auto& spec : config_schema()) {
-      const bool needed = spec.required == Requirement::Always ||
-                          (spec.required == Requirement::Training && use == Use::Training);
+      const bool needed =
+          spec.required == Requirement::Always || (spec.required == Requirement::Training && use == Use::Training);
       if (needed && !has(spec.name)) fail(spec.name, "expected " + spec.expected() + " but it is missing");
     }
   }
@@ -423,8 +419,8 @@ std::string Config::dump() const {
   return std::string(out.c_str()) + "\n";
 }
 
-#define CAC_CONFIG_INSTANTIATE(T)                                   \
-  template T Config::get<T>(const std::string&) const;              \
+#define CAC_CONFIG_INSTANTIATE(T)                      \
+  template T Config::get<T>(const std::string&) const; \
   template T Config::get<T>(const std::string&, const T&) const;
 CAC_CONFIG_INSTANTIATE(bool)
 CAC_CONFIG_INSTANTIATE(int64_t)

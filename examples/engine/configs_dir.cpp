@@ -18,8 +18,8 @@ std::filesystem::path first_existing(const std::vector<std::filesystem::path>& c
   }
   std::string searched;
   for (const auto& candidate : candidates) searched += (searched.empty() ? "" : ", ") + candidate.string();
-  C10_THROW_ERROR(Error, "cac_engine::configs_dir: expected the shipped configs in " + searched + " but none exists (" + how +
-                             ")");
+  C10_THROW_ERROR(
+      Error, "cac_engine::configs_dir: expected the shipped configs in " + searched + " but none exists (" + how + ")");
 }
 
 }  // namespace

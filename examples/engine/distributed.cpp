@@ -18,7 +18,6 @@
 #include <torch/version.h>
 #include <torch/torch.h>
 
-
 #include <cstdlib>
 #include <map>
 #include <optional>
@@ -110,8 +109,7 @@ void ProcessGroup::set_bucket_bytes(int64_t bytes) {
 }
 
 void ProcessGroup::init(const DistributedEnv& env, torch::Device device, std::chrono::milliseconds timeout) {
-  TORCH_CHECK(env.world_size >= 1, "cac_engine::ProcessGroup::init: expected world_size >= 1 but got ",
-              env.world_size);
+  TORCH_CHECK(env.world_size >= 1, "cac_engine::ProcessGroup::init: expected world_size >= 1 but got ", env.world_size);
   TORCH_CHECK(env.rank >= 0 && env.rank < env.world_size, "cac_engine::ProcessGroup::init: expected rank in [0, ",
               env.world_size, ") but got ", env.rank);
   TORCH_CHECK(timeout.count() > 0, "cac_engine::ProcessGroup::init: expected a positive timeout but got ",
@@ -142,13 +140,13 @@ void ProcessGroup::init(const DistributedEnv& env, torch::Device device, std::ch
       auto options = c10d::ProcessGroupNCCL::Options::create();
       options->timeout = timeout;
       impl->group = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl->store, static_cast<int>(rank_),
-                                                                 static_cast<int>(size_), options);
+                                                                static_cast<int>(size_), options);
       backend_ = "nccl";
 #else
       TORCH_CHECK(false, "cac_engine::ProcessGroup::init: expected cac built with NCCL for device ", device,
-                         " but got a build without it (a CPU LibTorch, or nccl.h not found at configure time); "
-                         "train on the CPU (Gloo) or rebuild against a CUDA LibTorch with nccl.h on the include "
-                         "path (CMake prints 'cac: NCCL ...')");
+                  " but got a build without it (a CPU LibTorch, or nccl.h not found at configure time); "
+                  "train on the CPU (Gloo) or rebuild against a CUDA LibTorch with nccl.h on the include "
+                  "path (CMake prints 'cac: NCCL ...')");
 #endif
     } else {
       auto options = c10d::ProcessGroupGloo::Options::create(timeout);
@@ -160,7 +158,7 @@ void ProcessGroup::init(const DistributedEnv& env, torch::Device device, std::ch
         options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
       }
       impl->group = c10::make_intrusive<c10d::ProcessGroupGloo>(impl->store, static_cast<int>(rank_),
-                                                                 static_cast<int>(size_), options);
+                                                                static_cast<int>(size_), options);
       backend_ = "gloo";
     }
   } catch (const std::exception& error) {
@@ -169,8 +167,10 @@ void ProcessGroup::init(const DistributedEnv& env, torch::Device device, std::ch
     backend_ = "none";
     TORCH_CHECK(false, "cac_engine::ProcessGroup::init: rank ", env.rank, " of ", env.world_size,
                 " could not join the group at ", env.master_addr, ":", env.master_port, " within ",
-                timeout.count() / 1000.0, " s (is every rank started, and MASTER_ADDR/MASTER_PORT the same "
-                "everywhere?): ", error_message(error));
+                timeout.count() / 1000.0,
+                " s (is every rank started, and MASTER_ADDR/MASTER_PORT the same "
+                "everywhere?): ",
+                error_message(error));
   }
   impl_ = std::move(impl);
 }
@@ -188,8 +188,8 @@ void run(const char* what, int64_t rank, int64_t size, std::chrono::milliseconds
     function();
   } catch (const std::exception& error) {
     TORCH_CHECK(false, "cac_engine::ProcessGroup::", what, ": rank ", rank, " of ", size,
-                " failed: a peer died or did not answer within the timeout of ", timeout.count() / 1000.0, " s: ",
-                error_message(error));
+                " failed: a peer died or did not answer within the timeout of ", timeout.count() / 1000.0,
+                " s: ", error_message(error));
   }
 }
 
@@ -198,8 +198,10 @@ void run(const char* what, int64_t rank, int64_t size, std::chrono::milliseconds
 void ProcessGroup::bucketed(std::vector<torch::Tensor>& tensors, const char* what, int64_t root) {
   check_ranks(what);
   for (size_t i = 0; i < tensors.size(); ++i)
-    TORCH_CHECK(tensors[i].defined(), "cac_engine::ProcessGroup::", what, ": expected defined tensors but got an "
-                "undefined one at index ", i);
+    TORCH_CHECK(tensors[i].defined(), "cac_engine::ProcessGroup::", what,
+                ": expected defined tensors but got an "
+                "undefined one at index ",
+                i);
   if (size_ == 1 || tensors.empty()) return;
   const bool is_broadcast = root >= 0;
   torch::NoGradGuard no_grad;
@@ -347,6 +349,5 @@ int64_t synchronize_batch_norms(torch::nn::Module& module, std::shared_ptr<Proce
   }
   return cac_models::set_sync_batch_norm(module, std::make_shared<const cac_models::AllReduceSum>(std::move(sum)));
 }
-
 
 }  // namespace cac_engine

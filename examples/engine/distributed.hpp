@@ -141,9 +141,8 @@ cac_models::AllReduceSum sum_over(std::shared_ptr<ProcessGroup> group);
 
 /// Synchronises every `cac_models::Norm2d` of `module` built with `sync` (mmseg `SyncBN`; the
 /// zoo's `model.sync_bn`) over `group`: in training their forward becomes
-/// `cac_models::sync_batch_norm` with their options, parameters and buffers. With a null group or a world of one the layers stay
-/// plain batch norm. The layers share ownership of the group. Returns the number of synchronised
-/// layers.
+/// `cac_models::sync_batch_norm` with their options, parameters and buffers. With a null group or a world of one the
+/// layers stay plain batch norm. The layers share ownership of the group. Returns the number of synchronised layers.
 ///
 /// ```
 /// cac_models::Norm2d norm(torch::nn::BatchNorm2dOptions(32), /*sync=*/true);  // or a zoo model

@@ -21,7 +21,8 @@ EvaluateResult evaluate(cac_models::EncoderDecoder& model, const Config& config,
   std::map<std::string, cac_eval::ConfusionMatrix> branch_confusion;
   const bool branches = options.branches() && model->has_cac();
   if (branches) {
-    for (const char* name : {"logits", "context", "oracle"}) branch_confusion.emplace(name, cac_eval::ConfusionMatrix(classes));
+    for (const char* name : {"logits", "context", "oracle"})
+      branch_confusion.emplace(name, cac_eval::ConfusionMatrix(classes));
   }
   EvaluateResult result;
   double seconds = 0.0;

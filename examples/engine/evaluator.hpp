@@ -6,8 +6,8 @@
 /// `cac_eval::write_prediction`).
 ///
 /// ```
-/// cac_engine::EvaluateResult result = cac_engine::evaluate(model, config, cac_engine::EvaluateOptions().branches(true));
-/// std::printf("mIoU %.2f\n", 100 * result.metrics.mIoU);
+/// cac_engine::EvaluateResult result = cac_engine::evaluate(model, config,
+/// cac_engine::EvaluateOptions().branches(true)); std::printf("mIoU %.2f\n", 100 * result.metrics.mIoU);
 /// ```
 
 #include "builders.hpp"

@@ -47,8 +47,8 @@ LaunchResult launch_workers(int64_t nproc, const std::vector<std::string>& args,
   const int64_t port = options.master_port() > 0 ? options.master_port() : free_port();
   TORCH_CHECK(port < 65536, "cac_engine::launch_workers: expected a port in [0, 65535] but got ", port);
 
-  static const std::set<std::string> replaced{"RANK",      "WORLD_SIZE",  "LOCAL_RANK",          "LOCAL_WORLD_SIZE",
-                                              "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT",         "SLURM_PROCID",
+  static const std::set<std::string> replaced{"RANK",         "WORLD_SIZE",   "LOCAL_RANK",  "LOCAL_WORLD_SIZE",
+                                              "GROUP_RANK",   "MASTER_ADDR",  "MASTER_PORT", "SLURM_PROCID",
                                               "SLURM_NTASKS", "SLURM_LOCALID"};
   std::vector<std::string> inherited;
   bool has_omp = false;

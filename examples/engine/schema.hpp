@@ -10,7 +10,7 @@
 /// // spec.type == KeyType::Number, spec.default_text == "0.5", range [0, 1]
 /// ```
 ///
-/// To add a key: declare it in schema.cpp (beside its section, its default taken from the options
+/// To add a key: declare it in config_keys.cpp (beside its section, its default taken from the options
 /// struct it fills), read it with `config.get<T>("section.key")`, and paste the regenerated row
 /// into docs/training.md (the docs test prints it).
 
@@ -59,7 +59,7 @@ struct Bound {
   bool inclusive;
 };
 
-/// One config key: name, type, default, allowed values and doc. Declared in schema.cpp with the
+/// One config key: name, type, default, allowed values and doc. Declared in config_keys.cpp with the
 /// fluent setters, e.g. `KeySpec("runtime.log_interval", KeyType::Integer, "...").def(50).min(1)`.
 struct KeySpec {
   /// A key `name` (dotted, e.g. `optimizer.lr`) of type `type`, documented by `doc` (one line).

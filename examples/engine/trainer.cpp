@@ -26,7 +26,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds(Clock::time_point start, Clock::time_point end) { return std::chrono::duration<double>(end - start).count(); }
+double seconds(Clock::time_point start, Clock::time_point end) {
+  return std::chrono::duration<double>(end - start).count();
+}
 
 /// Makes the work dir ready for a run of `effective` and writes its `config.yaml` (rank 0): a work
 /// dir that holds a run (any of the files `train` writes) is continued (`resume`), emptied of those
@@ -64,7 +66,8 @@ Config seeded(const Config& config, const TrainOptions& options) {
 cac_models::EncoderDecoder build_initial_model(const Config& effective, const TrainOptions& options,
                                                torch::Device device, const std::shared_ptr<ProcessGroup>& group,
                                                bool verbose) {
-  if (verbose && group->size() > 1) fmt::print("data-parallel training: {} processes ({})\n", group->size(), group->backend());
+  if (verbose && group->size() > 1)
+    fmt::print("data-parallel training: {} processes ({})\n", group->size(), group->backend());
   cac_models::EncoderDecoder model = build_model(effective);
   const std::string source = effective.get<std::string>("model.pretrained_source");
   for (const std::string& initial : {pretrained_weights(effective), options.load_from()}) {
@@ -176,16 +179,17 @@ torch::Device parse_device(const std::string& spec) {
   } catch (const c10::Error&) {
     TORCH_CHECK(false, "cac_engine::parse_device: expected a device cpu, cuda or cuda:N but got '", spec, "'");
   }
-  TORCH_CHECK(!device.is_cuda() || torch::cuda::is_available(), "cac_engine::parse_device: expected a CUDA device for '",
-              spec, "' but this LibTorch build or machine has none");
+  TORCH_CHECK(!device.is_cuda() || torch::cuda::is_available(),
+              "cac_engine::parse_device: expected a CUDA device for '", spec,
+              "' but this LibTorch build or machine has none");
   return device;
 }
 
 std::string load_pretrained(torch::nn::Module& model, const std::filesystem::path& path, const std::string& source) {
-  TORCH_CHECK(std::filesystem::is_regular_file(path), "cac_engine::load_pretrained: expected initial weights at ", path.string(),
-              " but there is none");
-  if (is_engine_checkpoint(path)) {
-    load_weights(model, path);  // every key must match; a mismatch says what the file holds
+  TORCH_CHECK(std::filesystem::is_regular_file(path), "cac_engine::load_pretrained: expected initial weights at ",
+              path.string(), " but there is none");
+  if (cac::io::is_torchscript_archive(path.string())) {  // written by train or save_weights
+    load_weights(model, path);                           // every key must match; a mismatch says what the file holds
     return "loaded every key of " + path.string();
   }
   const cac::io::StateDict state_dict =
@@ -213,7 +217,8 @@ TrainResult train(const Config& config, const TrainOptions& options) {
                                loader_options(effective, device, group->rank(), group->size()));
   const CheckpointStore store(dir, every.keep_last, main_rank);
   TrainState state;
-  if (options.resume()) loader.restore((state = store.resume(*model, *optimizer, loader.options(), loader.batches_per_epoch())).loader);
+  if (options.resume())
+    loader.restore((state = store.resume(*model, *optimizer, loader.options(), loader.batches_per_epoch())).loader);
   broadcast_parameters(*model, *group);
   TrainLog log(log_options(options, main_rank, lr_schedule.iterations(), state), *group);
   TrainResult result{state.iteration};
@@ -222,8 +227,9 @@ TrainResult train(const Config& config, const TrainOptions& options) {
     store.save(*model, *optimizer, state, loader.options(), effective);
   };
   const auto run_evaluation = [&](int64_t iteration) {  // a failed evaluation costs no training: checkpoint first
-    const EvaluateResult evaluation = with_fallback(
-        [&] { return evaluate(model, effective, EvaluateOptions().device(device).group(group)); }, [&] { checkpoint(iteration); });
+    const EvaluateResult evaluation =
+        with_fallback([&] { return evaluate(model, effective, EvaluateOptions().device(device).group(group)); },
+                      [&] { checkpoint(iteration); });
     model->train();
     result.evaluations.push_back({iteration, evaluation.metrics});
     log.evaluation(iteration, evaluation.metrics, evaluation.images, evaluation.ms_per_image);
@@ -233,10 +239,12 @@ TrainResult train(const Config& config, const TrainOptions& options) {
   for (int64_t iter = first; iter < every.end; ++iter) {
     const DeviceBatch data = next_batch(loader, device);
     const auto start = Clock::now();
-    const auto losses = train_step(model, *optimizer, amp, data, lr_schedule.at(iter), every.grad_clip, *group, iter + 1);
+    const auto losses =
+        train_step(model, *optimizer, amp, data, lr_schedule.at(iter), every.grad_clip, *group, iter + 1);
     log.add(losses, data.seconds, seconds(start, Clock::now()));
     const int64_t done = iter + 1;
-    if (done % every.log == 0 || done == every.end) log.flush(done, lr_schedule.at(iter), data.batch.epoch, data.images.size(0) * group->size());
+    if (done % every.log == 0 || done == every.end)
+      log.flush(done, lr_schedule.at(iter), data.batch.epoch, data.images.size(0) * group->size());
     if (every.evaluation > 0 && done % every.evaluation == 0 && done != every.end) run_evaluation(done);
     if (every.checkpoint > 0 && done % every.checkpoint == 0 && done != every.end) checkpoint(done);
     result.iteration = done;
@@ -247,7 +255,8 @@ TrainResult train(const Config& config, const TrainOptions& options) {
   }
   if (!result.evaluations.empty()) result.final = result.evaluations.back().metrics;
   std::tie(result.losses, result.seconds_per_iteration) = std::make_pair(log.losses(), log.seconds_per_iteration());
-  if (main_rank) cac_eval::write_png(dir / "curves.png", cac_eval::draw_training_curves({{"total loss", dir / "log.jsonl"}}));
+  if (main_rank)
+    cac_eval::write_png(dir / "curves.png", cac_eval::draw_training_curves({{"total loss", dir / "log.jsonl"}}));
   group->barrier();  // every rank returns after rank 0's files exist
   return result;
 }

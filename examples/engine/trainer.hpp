@@ -119,10 +119,6 @@ void save_weights(torch::nn::Module& model, const std::filesystem::path& path);
 /// is refused with what the file holds (from the config stored in it) and what the model expects.
 void load_weights(torch::nn::Module& model, const std::filesystem::path& path);
 
-/// Whether `path` is a checkpoint written by `train` or `save_weights` (a LibTorch archive), as
-/// opposed to a PyTorch `torch.save` file; false for a missing or unreadable file.
-bool is_engine_checkpoint(const std::filesystem::path& path);
-
 /// Loads initial weights into `model`: a checkpoint of this engine (every key must match), else a
 /// PyTorch checkpoint read with `cac::io` and converted from `source` (`mmseg`, `cac`, `backbone`,
 /// `mmcls`, `swin`, `torchvision`), loaded non-strictly; returns the load report's summary.

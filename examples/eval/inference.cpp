@@ -73,8 +73,8 @@ std::vector<int64_t> rescale_size(const std::vector<int64_t>& size, const std::v
               "cac_eval::rescale_size: expected scale {long, short} with positive sides but got ",
               torch::IntArrayRef(scale));
   const double long_edge = double(std::max(scale[0], scale[1])), short_edge = double(std::min(scale[0], scale[1]));
-  const double factor = std::min(long_edge / double(std::max(size[0], size[1])),
-                                 short_edge / double(std::min(size[0], size[1])));
+  const double factor =
+      std::min(long_edge / double(std::max(size[0], size[1])), short_edge / double(std::min(size[0], size[1])));
   return {int64_t(double(size[0]) * factor + 0.5), int64_t(double(size[1]) * factor + 0.5)};
 }
 
@@ -101,8 +101,8 @@ std::vector<std::array<int64_t, 4>> slide_windows(int64_t h, int64_t w, const st
 torch::Tensor predict_logits(cac_models::EncoderDecoder& model, const torch::Tensor& image,
                              const InferenceOptions& options, std::vector<int64_t> out_size) {
   TORCH_CHECK(!model.is_empty(), kWho, ": expected a model but got an empty EncoderDecoder");
-  TORCH_CHECK(image.defined() && image.dim() == 4 && image.size(0) > 0 && image.size(2) > 0 && image.size(3) > 0,
-              kWho, ": expected an image of shape [B, C, h, w] but got ",
+  TORCH_CHECK(image.defined() && image.dim() == 4 && image.size(0) > 0 && image.size(2) > 0 && image.size(3) > 0, kWho,
+              ": expected an image of shape [B, C, h, w] but got ",
               image.defined() ? image.sizes() : torch::IntArrayRef{});
   TORCH_CHECK(image.is_floating_point(), kWho, ": expected a floating-point (normalised) image but got ",
               image.scalar_type());
@@ -111,8 +111,9 @@ torch::Tensor predict_logits(cac_models::EncoderDecoder& model, const torch::Ten
               ": expected out_size {H, W} with positive sides (or empty) but got ", torch::IntArrayRef(out_size));
   check_options(options);
   if (model->is_training()) {
-    TORCH_WARN_ONCE(kWho, ": the model is in training mode (batch norm uses batch statistics, dropout is on); call "
-                     "model->eval() before inference");
+    TORCH_WARN_ONCE(kWho,
+                    ": the model is in training mode (batch norm uses batch statistics, dropout is on); call "
+                    "model->eval() before inference");
   }
   torch::NoGradGuard no_grad;
   const std::vector<int64_t> size{image.size(2), image.size(3)};
@@ -123,8 +124,8 @@ torch::Tensor predict_logits(cac_models::EncoderDecoder& model, const torch::Ten
     if (options.img_scale().empty()) {
       scaled = {int64_t(double(size[0]) * r + 0.5), int64_t(double(size[1]) * r + 0.5)};
     } else {
-      scaled = rescale_size(out_size, {int64_t(double(options.img_scale()[0]) * r),
-                                       int64_t(double(options.img_scale()[1]) * r)});
+      scaled = rescale_size(out_size,
+                            {int64_t(double(options.img_scale()[0]) * r), int64_t(double(options.img_scale()[1]) * r)});
     }
     TORCH_CHECK(scaled[0] > 0 && scaled[1] > 0, kWho, ": expected scale ", r, " to leave a non-empty image but got ",
                 torch::IntArrayRef(scaled));

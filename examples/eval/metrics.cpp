@@ -125,8 +125,8 @@ void ConfusionMatrix::update(const torch::Tensor& prediction, const torch::Tenso
   TORCH_CHECK(l_min >= 0 && l_max < n, kWho, ": expected labels in [0, ", n, ") or ", ignore_index_,
               " (ignored) but got values in [", l_min, ", ", l_max, "]");
   const int64_t p_min = p.min().item<int64_t>(), p_max = p.max().item<int64_t>();
-  TORCH_CHECK(p_min >= 0 && p_max < n, kWho, ": expected predictions in [0, ", n, ") but got values in [", p_min,
-              ", ", p_max, "]");
+  TORCH_CHECK(p_min >= 0 && p_max < n, kWho, ": expected predictions in [0, ", n, ") but got values in [", p_min, ", ",
+              p_max, "]");
   const torch::Tensor counts = torch::bincount(l * n + p, {}, n * n);
   matrix_.add_(counts.view({n, n}).to(torch::kCPU));
 }
@@ -175,9 +175,11 @@ std::string format_table(const Metrics& metrics, const std::vector<std::string>&
               metrics.acc.size());
   const auto names = names_or_indices(class_names, metrics.iou.size(), "cac_eval::format_table");
   std::vector<std::vector<std::string>> rows;
-  for (size_t c = 0; c < names.size(); ++c) rows.push_back({names[c], percent(metrics.iou[c]), percent(metrics.acc[c])});
+  for (size_t c = 0; c < names.size(); ++c)
+    rows.push_back({names[c], percent(metrics.iou[c]), percent(metrics.acc[c])});
   return "per class results:\n\n" + pretty_table({"Class", "IoU", "Acc"}, rows) + "\nSummary:\n\n" +
-         pretty_table({"aAcc", "mIoU", "mAcc"}, {{percent(metrics.aAcc), percent(metrics.mIoU), percent(metrics.mAcc)}}) +
+         pretty_table({"aAcc", "mIoU", "mAcc"},
+                      {{percent(metrics.aAcc), percent(metrics.mIoU), percent(metrics.mAcc)}}) +
          "\n";
 }
 

@@ -138,9 +138,9 @@ cv::Scalar curve_color(size_t index) {
   // matplotlib's tab10 (#1f77b4, #ff7f0e, #2ca02c, #d62728, #9467bd, #8c564b, #e377c2, #7f7f7f,
   // #bcbd22, #17becf) in BGR.
   static const std::array<cv::Scalar, 10> kTab10{
-      cv::Scalar(180, 119, 31), cv::Scalar(14, 127, 255), cv::Scalar(44, 160, 44),  cv::Scalar(40, 39, 214),
-      cv::Scalar(189, 103, 148), cv::Scalar(75, 86, 140), cv::Scalar(194, 119, 227), cv::Scalar(127, 127, 127),
-      cv::Scalar(34, 189, 188), cv::Scalar(207, 190, 23)};
+      cv::Scalar(180, 119, 31),  cv::Scalar(14, 127, 255), cv::Scalar(44, 160, 44),   cv::Scalar(40, 39, 214),
+      cv::Scalar(189, 103, 148), cv::Scalar(75, 86, 140),  cv::Scalar(194, 119, 227), cv::Scalar(127, 127, 127),
+      cv::Scalar(34, 189, 188),  cv::Scalar(207, 190, 23)};
   return kTab10[index % kTab10.size()];
 }
 
@@ -149,9 +149,9 @@ cv::Mat draw_curves(const std::vector<Curve>& curves, const PlotOptions& options
   TORCH_CHECK(options.width() >= 200 && options.height() >= 150, kWho, ": expected a size of at least 200x150 but got ",
               options.width(), "x", options.height());
   TORCH_CHECK(options.thickness() >= 1, kWho, ": expected thickness >= 1 but got ", options.thickness());
-  TORCH_CHECK(options.y_range().empty() || (options.y_range().size() == 2 && options.y_range()[1] > options.y_range()[0]),
-              kWho, ": expected y_range empty or {min, max} with max > min but got ",
-              c10::ArrayRef<double>(options.y_range()));
+  TORCH_CHECK(
+      options.y_range().empty() || (options.y_range().size() == 2 && options.y_range()[1] > options.y_range()[0]), kWho,
+      ": expected y_range empty or {min, max} with max > min but got ", c10::ArrayRef<double>(options.y_range()));
   double x_lo = INFINITY, x_hi = -INFINITY, y_lo = INFINITY, y_hi = -INFINITY;
   for (const Curve& curve : curves) {
     TORCH_CHECK(curve.x.size() == curve.y.size(), kWho, ": expected as many x as y values in curve \"", curve.name,
@@ -176,15 +176,17 @@ cv::Mat draw_curves(const std::vector<Curve>& curves, const PlotOptions& options
   const double tick_scale = 0.45, label_scale = 0.55, title_scale = 0.7;
   const cv::Scalar black(0, 0, 0), grey(90, 90, 90), grid(225, 225, 225);
   int tick_width = 0;
-  for (double t : ya.ticks) tick_width = std::max(tick_width, text_size(tick_label(t, ya.decimals), tick_scale, 1).width);
+  for (double t : ya.ticks)
+    tick_width = std::max(tick_width, text_size(tick_label(t, ya.decimals), tick_scale, 1).width);
   const int tick_height = text_size("0", tick_scale, 1).height;
   const int label_height = text_size("Ag", label_scale, 1).height;
   const int left = 14 + tick_width + 8 + (options.y_label().empty() ? 0 : label_height + 14);
-  const int right = std::max(25, text_size(tick_label(xa.ticks.empty() ? 0.0 : xa.ticks.back(), xa.decimals),
-                                           tick_scale, 1).width / 2 + 8);
+  const int right = std::max(
+      25, text_size(tick_label(xa.ticks.empty() ? 0.0 : xa.ticks.back(), xa.decimals), tick_scale, 1).width / 2 + 8);
   const int top = options.title().empty() ? 20 : 20 + text_size("Ag", title_scale, 2).height + 16;
   const int bottom = 14 + tick_height + 10 + (options.x_label().empty() ? 0 : label_height + 14);
-  const cv::Rect plot(left, top, std::max(1, options.width() - left - right), std::max(1, options.height() - top - bottom));
+  const cv::Rect plot(left, top, std::max(1, options.width() - left - right),
+                      std::max(1, options.height() - top - bottom));
 
   cv::Mat image(options.height(), options.width(), CV_8UC3, options.background());
   auto px = [&](double x) { return plot.x + (x - xa.lo) / (xa.hi - xa.lo) * plot.width; };
@@ -270,7 +272,8 @@ cv::Mat draw_curves(const std::vector<Curve>& curves, const PlotOptions& options
     cv::Mat rotated;
     cv::rotate(text, rotated, cv::ROTATE_90_COUNTERCLOCKWISE);
     const int x = 8, y = std::max(0, plot.y + (plot.height - rotated.rows) / 2);
-    const cv::Rect target(x, y, std::min(rotated.cols, options.width() - x), std::min(rotated.rows, options.height() - y));
+    const cv::Rect target(x, y, std::min(rotated.cols, options.width() - x),
+                          std::min(rotated.rows, options.height() - y));
     rotated(cv::Rect(0, 0, target.width, target.height)).copyTo(image(target));
   }
   return image;

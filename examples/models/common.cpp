@@ -109,14 +109,14 @@ void mmcv_default_init(torch::nn::Module& module) {
 }
 
 void ConvModuleImpl::reset() {
-  conv = register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(options.in_channels(),
-                                                                            options.out_channels(),
-                                                                            options.kernel_size())
-                                                       .stride(options.stride())
-                                                       .padding(options.padding())
-                                                       .dilation(options.dilation())
-                                                       .groups(options.groups())
-                                                       .bias(!options.norm())));
+  conv = register_module(
+      "conv",
+      torch::nn::Conv2d(torch::nn::Conv2dOptions(options.in_channels(), options.out_channels(), options.kernel_size())
+                            .stride(options.stride())
+                            .padding(options.padding())
+                            .dilation(options.dilation())
+                            .groups(options.groups())
+                            .bias(!options.norm())));
   kaiming_init(*conv);
   if (options.norm()) {
     bn = register_module("bn", make_norm(options.out_channels(), options.norm_options()));
@@ -137,9 +137,10 @@ torch::Tensor ConvModuleImpl::forward(const torch::Tensor& x) {
 
 torch::Tensor resize(const torch::Tensor& x, at::IntArrayRef size, bool align_corners) {
   if (x.sizes().slice(2).equals(size)) return x;
-  return torch::nn::functional::interpolate(
-      x, torch::nn::functional::InterpolateFuncOptions().size(size.vec()).mode(torch::kBilinear).align_corners(
-             align_corners));
+  return torch::nn::functional::interpolate(x, torch::nn::functional::InterpolateFuncOptions()
+                                                   .size(size.vec())
+                                                   .mode(torch::kBilinear)
+                                                   .align_corners(align_corners));
 }
 
 void BackboneImpl::train(bool on) {

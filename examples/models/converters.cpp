@@ -87,7 +87,10 @@ at::Tensor swin_reduction_to_mmseg(const at::Tensor& weight) {
   TORCH_CHECK(weight.dim() == 2 && weight.size(1) % 4 == 0, "cac_models::swin_reduction_to_mmseg: expected a ",
               "weight of shape [out, 4C] but got ", weight.sizes());
   const int64_t out = weight.size(0), in = weight.size(1);
-  return weight.reshape({out, 4, in / 4}).index_select(1, unfold_order()).transpose(1, 2).reshape({out, in})
+  return weight.reshape({out, 4, in / 4})
+      .index_select(1, unfold_order())
+      .transpose(1, 2)
+      .reshape({out, in})
       .contiguous();
 }
 
@@ -129,16 +132,14 @@ cac::io::StateDict convert_official_swin(const cac::io::StateDict& state_dict) {
 
 cac::io::StateDict convert_state_dict(const cac::io::StateDict& state_dict, CheckpointSource source) {
   switch (source) {
-    case CheckpointSource::MMSeg:
-      return state_dict;
+    case CheckpointSource::MMSeg: return state_dict;
     case CheckpointSource::OfficialCAC: {
       const auto options = cac::io::LoadOptions().key_map(official_cac_key_map());
       cac::io::StateDict out;
       for (const auto& [key, value] : state_dict) out[cac::io::map_key(key, options)] = value;
       return out;
     }
-    case CheckpointSource::Backbone:
-      return as_backbone(state_dict, {"fc.", "head."});
+    case CheckpointSource::Backbone: return as_backbone(state_dict, {"fc.", "head."});
     case CheckpointSource::MMCls: {
       cac::io::StateDict out;
       for (const auto& [key, value] : state_dict) {
@@ -146,10 +147,8 @@ cac::io::StateDict convert_state_dict(const cac::io::StateDict& state_dict, Chec
       }
       return out;
     }
-    case CheckpointSource::OfficialSwin:
-      return as_backbone(convert_official_swin(state_dict), {});
-    case CheckpointSource::TorchVision:
-      return as_backbone(state_dict, {"fc.", "classifier."});
+    case CheckpointSource::OfficialSwin: return as_backbone(convert_official_swin(state_dict), {});
+    case CheckpointSource::TorchVision: return as_backbone(state_dict, {"fc.", "classifier."});
   }
   TORCH_CHECK(false, "cac_models::convert_state_dict: expected a CheckpointSource but got ", static_cast<int>(source));
 }

@@ -38,20 +38,17 @@ DecodeHeadOptions cac_head(std::vector<int64_t> in_channels, int64_t channels, c
 /// The auxiliary head of every Table 1 model but OCRNet: FCNHead on stage 2, one 3×3 conv of
 /// 256 channels, no concatenation, dropout 0.1, loss weight 0.4.
 std::shared_ptr<DecodeHeadImpl> auxiliary_fcn(int64_t in_channels, const ModelOptions& options) {
-  return std::make_shared<FCNHeadImpl>(FCNHeadOptions(plain_head({in_channels}, 256, options)
-                                                          .in_index({2})
-                                                          .loss_weight(0.4))
-                                           .num_convs(1)
-                                           .concat_input(false));
+  return std::make_shared<FCNHeadImpl>(
+      FCNHeadOptions(plain_head({in_channels}, 256, options).in_index({2}).loss_weight(0.4))
+          .num_convs(1)
+          .concat_input(false));
 }
 
 /// FCN (configs/_base_/models/fcn_r50-d8.py): 2 convs 3×3 with concat_input on the last stage.
 EncoderDecoder fcn(std::shared_ptr<BackboneImpl> backbone, const ModelOptions& options) {
   const auto channels = backbone->out_channels();
   auto head = std::make_shared<FCNHeadImpl>(
-      FCNHeadOptions(cac_head({channels.at(3)}, kChannels, options).in_index({3}))
-          .num_convs(2)
-          .concat_input(true));
+      FCNHeadOptions(cac_head({channels.at(3)}, kChannels, options).in_index({3})).num_convs(2).concat_input(true));
   return EncoderDecoder(backbone, head, auxiliary_fcn(channels.at(2), options));
 }
 
@@ -68,9 +65,8 @@ EncoderDecoder deeplabv3plus(std::shared_ptr<BackboneImpl> backbone, const Model
 EncoderDecoder upernet(std::shared_ptr<BackboneImpl> backbone, const ModelOptions& options) {
   const auto channels = backbone->out_channels();
   TORCH_CHECK(channels.size() == 4, kWho, ": expected a backbone with 4 output stages but got ", channels.size());
-  auto head = std::make_shared<UPerHeadImpl>(UPerHeadOptions(cac_head(channels, kChannels, options)
-                                                                 .in_index({0, 1, 2, 3})
-                                                                 .input_transform(InputTransform::MultipleSelect)));
+  auto head = std::make_shared<UPerHeadImpl>(UPerHeadOptions(
+      cac_head(channels, kChannels, options).in_index({0, 1, 2, 3}).input_transform(InputTransform::MultipleSelect)));
   return EncoderDecoder(backbone, head, auxiliary_fcn(channels.at(2), options));
 }
 
@@ -130,9 +126,8 @@ std::shared_ptr<BackboneImpl> swin(const SwinTransformerOptions& swin_options) {
 EncoderDecoder fcn_tiny(const ModelOptions& options) {
   auto backbone = std::make_shared<SimpleConvNetImpl>(SimpleConvNetOptions().strides({2, 2, 1}).norm(options.norm));
   const int64_t width = backbone->out_channels().back();
-  auto head = std::make_shared<FCNHeadImpl>(FCNHeadOptions(cac_head({width}, width, options))
-                                                .num_convs(1)
-                                                .concat_input(false));
+  auto head =
+      std::make_shared<FCNHeadImpl>(FCNHeadOptions(cac_head({width}, width, options)).num_convs(1).concat_input(false));
   return EncoderDecoder(backbone, head);
 }
 

@@ -64,8 +64,8 @@ torch::Tensor EncoderDecoderImpl::forward(const torch::Tensor& images) {
 
 std::map<std::string, torch::Tensor> EncoderDecoderImpl::forward_branches(const torch::Tensor& images,
                                                                           const torch::Tensor& labels) {
-  TORCH_CHECK(labels.dim() == 3 && labels.size(0) == images.size(0), kWho,
-              ": expected labels of shape [", images.size(0), ", H, W] but got ", labels.sizes());
+  TORCH_CHECK(labels.dim() == 3 && labels.size(0) == images.size(0), kWho, ": expected labels of shape [",
+              images.size(0), ", H, W] but got ", labels.sizes());
   TORCH_CHECK(has_cac(), kWho, ": expected a model whose last decode head has the context-aware classifier ",
               "for forward_branches but it has none");
   const std::vector<torch::Tensor> x = extract_features(images);
@@ -86,8 +86,8 @@ std::map<std::string, torch::Tensor> EncoderDecoderImpl::forward_branches(const 
 
 std::map<std::string, torch::Tensor> EncoderDecoderImpl::forward_train(const torch::Tensor& images,
                                                                        const torch::Tensor& labels) {
-  TORCH_CHECK(labels.dim() == 3 && labels.size(0) == images.size(0), kWho,
-              ": expected labels of shape [", images.size(0), ", H, W] but got ", labels.sizes());
+  TORCH_CHECK(labels.dim() == 3 && labels.size(0) == images.size(0), kWho, ": expected labels of shape [",
+              images.size(0), ", H, W] but got ", labels.sizes());
   const std::vector<torch::Tensor> x = extract_features(images);
   std::map<std::string, torch::Tensor> all;
   torch::Tensor total;
@@ -110,8 +110,8 @@ std::map<std::string, torch::Tensor> EncoderDecoderImpl::forward_train(const tor
 }
 
 void EncoderDecoderImpl::pretty_print(std::ostream& stream) const {
-  stream << std::boolalpha << "cac_models::EncoderDecoder(cascade=" << is_cascade()
-         << ", num_classes=" << num_classes() << ", auxiliary_head=" << (auxiliary_head != nullptr) << ")";
+  stream << std::boolalpha << "cac_models::EncoderDecoder(cascade=" << is_cascade() << ", num_classes=" << num_classes()
+         << ", auxiliary_head=" << (auxiliary_head != nullptr) << ")";
 }
 
 }  // namespace cac_models

@@ -20,9 +20,9 @@ struct SyncBatchNormFunction : public torch::autograd::Function<SyncBatchNormFun
     const auto type = input.scalar_type();
     // An affine-free layer gets unit weights: the backward kernel then returns sum(dy * x̂).
     const torch::Tensor scale = weight.defined() ? weight.to(type) : torch::ones_like(mean);
-    const torch::Tensor output = std::get<0>(
-        at::native_batch_norm(input, scale, bias.defined() ? bias.to(type) : torch::Tensor(), mean, var,
-                              /*training=*/false, 0.0, eps));
+    const torch::Tensor output =
+        std::get<0>(at::native_batch_norm(input, scale, bias.defined() ? bias.to(type) : torch::Tensor(), mean, var,
+                                          /*training=*/false, 0.0, eps));
     ctx->save_for_backward({input, scale, mean, var});
     ctx->saved_data["eps"] = eps;
     ctx->saved_data["count"] = count;
@@ -41,14 +41,15 @@ struct SyncBatchNormFunction : public torch::autograd::Function<SyncBatchNormFun
     const torch::Tensor& var = saved[3];
     const double eps = ctx->saved_data["eps"].toDouble();
     const double count = ctx->saved_data["count"].toDouble();
-    const auto& all_reduce_sum = *reinterpret_cast<const AllReduceSum*>(static_cast<intptr_t>(ctx->saved_data["sum"].toInt()));
+    const auto& all_reduce_sum =
+        *reinterpret_cast<const AllReduceSum*>(static_cast<intptr_t>(ctx->saved_data["sum"].toInt()));
 
     const int64_t channels = input.size(1);
     const std::vector<int64_t> shape{1, channels, 1, 1};
     // grad_input = dy·w·invstd, sum_dy_xhat = Σ dy·x̂, sum_dy = Σ dy (this rank's).
-    auto [grad_input, sum_dy_xhat, sum_dy] = at::native_batch_norm_backward(
-        grad_outputs[0].contiguous(), input, scale, mean, var, torch::Tensor(), torch::Tensor(), /*train=*/false, eps,
-        {true, true, true});
+    auto [grad_input, sum_dy_xhat, sum_dy] =
+        at::native_batch_norm_backward(grad_outputs[0].contiguous(), input, scale, mean, var, torch::Tensor(),
+                                       torch::Tensor(), /*train=*/false, eps, {true, true, true});
     std::vector<torch::Tensor> sums{torch::cat({sum_dy, sum_dy_xhat}).to(torch::kDouble)};
     all_reduce_sum(sums);
     const torch::Tensor mean_dy = sums[0].narrow(0, 0, channels) / count;
@@ -61,7 +62,11 @@ struct SyncBatchNormFunction : public torch::autograd::Function<SyncBatchNormFun
     return {grad_input,
             ctx->saved_data["has_weight"].toBool() ? sum_dy_xhat : torch::Tensor(),
             ctx->saved_data["has_bias"].toBool() ? sum_dy : torch::Tensor(),
-            torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+            torch::Tensor(),
+            torch::Tensor(),
+            torch::Tensor(),
+            torch::Tensor(),
+            torch::Tensor()};
   }
 };
 
@@ -100,8 +105,10 @@ torch::Tensor sync_batch_norm(const torch::Tensor& input, const torch::nn::Batch
     std::vector<torch::Tensor> sums{stats};
     sum(sums);
     count = stats[2 * channels].item<double>();
-    TORCH_CHECK(count > 1, "cac_models::sync_batch_norm: expected more than 1 value per channel over the group in "
-                "training but got ", count);
+    TORCH_CHECK(count > 1,
+                "cac_models::sync_batch_norm: expected more than 1 value per channel over the group in "
+                "training but got ",
+                count);
     auto mean64 = stats.narrow(0, 0, channels) / count;
     auto var64 = (stats.narrow(0, channels, channels) / count - mean64 * mean64).clamp_min(0);
     mean = mean64.to(input.scalar_type());
@@ -122,10 +129,11 @@ torch::Tensor sync_batch_norm(const torch::Tensor& input, torch::nn::BatchNorm2d
 
 int64_t set_sync_batch_norm(torch::nn::Module& module, std::shared_ptr<const AllReduceSum> sum) {
   if (!sum) return set_sync_norm(module, nullptr);
-  return set_sync_norm(module, std::make_shared<const SyncNormFunction>([sum](const torch::Tensor& input, Norm2dImpl& norm) {
-    return sync_batch_norm(input, norm.options, norm.is_training(), norm.weight, norm.bias, norm.running_mean,
-                           norm.running_var, norm.num_batches_tracked, *sum);
-  }));
+  return set_sync_norm(module,
+                       std::make_shared<const SyncNormFunction>([sum](const torch::Tensor& input, Norm2dImpl& norm) {
+                         return sync_batch_norm(input, norm.options, norm.is_training(), norm.weight, norm.bias,
+                                                norm.running_mean, norm.running_var, norm.num_batches_tracked, *sum);
+                       }));
 }
 
 }  // namespace cac_models

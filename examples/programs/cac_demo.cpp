@@ -93,12 +93,14 @@ int main(int argc, char** argv) {
         const std::string file = std::string(model == "baseline" ? "fcn_tiny_baseline" : "fcn_tiny_cac") + suffix;
         std::vector<std::string> overrides{"data.root=" + (dir / ("data/context_shift" + suffix)).string()};
         if (iterations > 0) overrides.push_back("schedule.iterations=" + std::to_string(iterations));
-        Run run{dataset, model, cac_engine::Config::load(cac_engine::configs_dir() / "context_shift" / (file + ".yaml"), overrides)};
+        Run run{dataset, model,
+                cac_engine::Config::load(cac_engine::configs_dir() / "context_shift" / (file + ".yaml"), overrides)};
         fmt::print("\n== {} | {} ({}) ==\n", dataset, model, file);
         std::fflush(stdout);
         const std::filesystem::path run_dir = dir / file;
         run.work_dir = run_dir;
-        run.training = cac_engine::train(run.config, cac_engine::TrainOptions().work_dir(run_dir).overwrite(true).seed(seed));
+        run.training =
+            cac_engine::train(run.config, cac_engine::TrainOptions().work_dir(run_dir).overwrite(true).seed(seed));
         run.network = cac_engine::build_model(run.config);
         cac_engine::load_weights(*run.network, run_dir / "latest.pt");
         run.evaluation = cac_engine::evaluate(run.network, run.config, cac_engine::EvaluateOptions().branches(true));
@@ -106,13 +108,16 @@ int main(int argc, char** argv) {
         runs.push_back(std::move(run));
       }
     }
-    fmt::print("\n| dataset | model | mIoU | p (fixed classifier) | pp (context-aware) | oracle py | parameters | ms/img |\n"
-               "|---|---|---:|---:|---:|---:|---:|---:|\n");
+    fmt::print(
+        "\n| dataset | model | mIoU | p (fixed classifier) | pp (context-aware) | oracle py | parameters | ms/img |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|\n");
     for (const auto& run : runs) {
       fmt::print("| {} | {} | {:.2f} | {} | {} | {} | {} | {:.2f} |\n", run.dataset, run.model,
-                 100 * run.evaluation.metrics.mIoU, run.model == "baseline" ? fmt::format("{:.2f}", 100 * run.evaluation.metrics.mIoU) : percent(run.evaluation.branches, "logits"),
-                 percent(run.evaluation.branches, "context"), percent(run.evaluation.branches, "oracle"), run.parameters,
-                 run.evaluation.ms_per_image);
+                 100 * run.evaluation.metrics.mIoU,
+                 run.model == "baseline" ? fmt::format("{:.2f}", 100 * run.evaluation.metrics.mIoU)
+                                         : percent(run.evaluation.branches, "logits"),
+                 percent(run.evaluation.branches, "context"), percent(run.evaluation.branches, "oracle"),
+                 run.parameters, run.evaluation.ms_per_image);
     }
     for (size_t i = 0; i + 1 < runs.size(); i += 2) {
       fmt::print("{}: + CAC {:+.2f} mIoU over the baseline\n", runs[i].dataset,

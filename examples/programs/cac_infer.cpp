@@ -30,8 +30,10 @@ std::vector<std::string> output_names(const std::vector<std::string>& images, co
       const std::filesystem::path out = dir / (name + suffix);
       for (const auto& input : images) {
         std::error_code missing;
-        TORCH_CHECK(!std::filesystem::equivalent(out, input, missing), "expected outputs beside the inputs, not over "
-                    "them, but ", out.string(), " is the input ", input, "; choose another --out-dir");
+        TORCH_CHECK(!std::filesystem::equivalent(out, input, missing),
+                    "expected outputs beside the inputs, not over "
+                    "them, but ",
+                    out.string(), " is the input ", input, "; choose another --out-dir");
       }
     }
     names.push_back(name);
@@ -73,8 +75,8 @@ int main(int argc, char** argv) {
       TORCH_CHECK(!raw.image.empty(), "expected an image file but could not decode ", file);
       raw.name = names[i];
       const cac_data::Sample sample = cac_data::test_transform(raw, pipeline);
-      const torch::Tensor mask = cac_eval::predict(model, sample.image.unsqueeze(0).to(target), inference,
-                                                   {raw.image.rows, raw.image.cols});
+      const torch::Tensor mask =
+          cac_eval::predict(model, sample.image.unsqueeze(0).to(target), inference, {raw.image.rows, raw.image.cols});
       cac_eval::write_prediction(dir, raw.name, raw.image, mask, info.palette, opacity);
       fmt::print("{} -> {}\n", file, (dir / (raw.name + "_overlay.png")).string());
     }

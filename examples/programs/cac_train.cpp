@@ -22,7 +22,8 @@ int main(int argc, char** argv) {
   app.add_option("config", config_file, "config file (YAML)")->required()->check(CLI::ExistingFile);
   app.add_option("--work-dir", work_dir, "work directory (default: work_dirs/<config name>)");
   auto* resume_flag = app.add_flag("--resume", resume, "continue from WORK_DIR/latest.pt");
-  app.add_flag("--overwrite", overwrite, "replace the run WORK_DIR already holds (without it, such a work dir is refused)")
+  app.add_flag("--overwrite", overwrite,
+               "replace the run WORK_DIR already holds (without it, such a work dir is refused)")
       ->excludes(resume_flag);
   app.add_option("--load-from", load_from, "initial weights (a cac-train checkpoint)");
   app.add_option("--set", overrides, "override a config key: key.sub=value (repeatable)");
@@ -40,17 +41,17 @@ int main(int argc, char** argv) {
   return cac_engine::run_program("cac-train", [&] {
     const auto config = cac_engine::Config::load(config_file, overrides);
     if (work_dir.empty()) work_dir = "work_dirs/" + std::filesystem::path(config_file).stem().string();
-    const auto result = cac_engine::train(config, cac_engine::TrainOptions()
-                                                      .work_dir(work_dir)
-                                                      .resume(resume)
-                                                      .overwrite(overwrite)
-                                                      .load_from(load_from)
-                                                      .device(cac_engine::parse_device(device))
-                                                      .seed(seed)
-                                                      .deterministic(deterministic)
-                                                      .stop_at(stop_at)
-                                                      .timeout(std::chrono::milliseconds(
-                                                          static_cast<int64_t>(timeout * 1000))));
+    const auto result =
+        cac_engine::train(config, cac_engine::TrainOptions()
+                                      .work_dir(work_dir)
+                                      .resume(resume)
+                                      .overwrite(overwrite)
+                                      .load_from(load_from)
+                                      .device(cac_engine::parse_device(device))
+                                      .seed(seed)
+                                      .deterministic(deterministic)
+                                      .stop_at(stop_at)
+                                      .timeout(std::chrono::milliseconds(static_cast<int64_t>(timeout * 1000))));
     if (env.rank != 0) return;
     if (!result.evaluations.empty()) {
       const auto info = cac_engine::dataset_info(config);

@@ -60,9 +60,7 @@ template <class Classifier = torch::nn::Conv2d>
 class ContextAwareClassifierImpl : public torch::nn::Cloneable<ContextAwareClassifierImpl<Classifier>> {
  public:
   /// Builds a fresh 1×1 classifier `d → n` and the head.
-  explicit ContextAwareClassifierImpl(const ContextAwareClassifierOptions& options_) : options(options_) {
-    reset();
-  }
+  explicit ContextAwareClassifierImpl(const ContextAwareClassifierOptions& options_) : options(options_) { reset(); }
   /// Wraps the user's existing `classifier` (kept as is, weights included).
   ContextAwareClassifierImpl(Classifier classifier_, const ContextAwareClassifierOptions& options_)
       : options(options_), classifier(std::move(classifier_)) {
@@ -70,7 +68,8 @@ class ContextAwareClassifierImpl : public torch::nn::Cloneable<ContextAwareClass
   }
   /// Wraps the user's existing `classifier` with a head of `head_options` and the given dropout ratio.
   ContextAwareClassifierImpl(Classifier classifier_, const ContextAwareHeadOptions& head_options, double dropout = 0.0)
-      : ContextAwareClassifierImpl(std::move(classifier_), ContextAwareClassifierOptions(head_options).dropout(dropout)) {}
+      : ContextAwareClassifierImpl(std::move(classifier_),
+                                   ContextAwareClassifierOptions(head_options).dropout(dropout)) {}
 
   /// Checks the options and the classifier, registers the classifier (a fresh one if none was
   /// given) as `classifier` and a new head as `head`.
@@ -94,8 +93,8 @@ class ContextAwareClassifierImpl : public torch::nn::Cloneable<ContextAwareClass
   std::shared_ptr<torch::nn::Module> clone(const c10::optional<torch::Device>& device = c10::nullopt) const override {
     auto classifier_copy = std::dynamic_pointer_cast<typename Classifier::Impl>(classifier->clone(device));
     auto copy = std::make_shared<ContextAwareClassifierImpl>(Classifier(classifier_copy), options);
-    copy->head = copy->replace_module("head", ContextAwareHead(std::dynamic_pointer_cast<ContextAwareHeadImpl>(
-                                                   head->clone(device))));
+    copy->head = copy->replace_module(
+        "head", ContextAwareHead(std::dynamic_pointer_cast<ContextAwareHeadImpl>(head->clone(device))));
     copy->train(this->is_training());
     return copy;
   }
@@ -116,16 +115,17 @@ class ContextAwareClassifierImpl : public torch::nn::Cloneable<ContextAwareClass
   /// or C propagate.
   torch::Tensor classifier_logits(const torch::Tensor& features) {
     const bool half_on_cpu = check_features(features);
-    const torch::Tensor source = half_on_cpu ? features.to(at::kFloat) : features;  // dropout too: no CPU float16 bernoulli
+    const torch::Tensor source =
+        half_on_cpu ? features.to(at::kFloat) : features;  // dropout too: no CPU float16 bernoulli
     const torch::Tensor input = (this->is_training() && options.dropout() > 0.0)
                                     ? at::feature_dropout(source, options.dropout(), /*train=*/true)
                                     : source;
     if (half_on_cpu) {
       const torch::Tensor& weight = classifier->weight;
       const torch::Tensor& bias = classifier->bias;
-      const torch::Tensor flat = at::linear(input.movedim(1, -1),
-                                            weight.reshape({weight.size(0), weight.size(1)}).to(at::kFloat),
-                                            bias.defined() ? bias.to(at::kFloat) : torch::Tensor());
+      const torch::Tensor flat =
+          at::linear(input.movedim(1, -1), weight.reshape({weight.size(0), weight.size(1)}).to(at::kFloat),
+                     bias.defined() ? bias.to(at::kFloat) : torch::Tensor());
       return flat.movedim(-1, 1).to(at::kHalf);
     }
     if constexpr (std::is_same_v<Classifier, torch::nn::Linear>) {
@@ -198,9 +198,10 @@ class ContextAwareClassifierImpl : public torch::nn::Cloneable<ContextAwareClass
         if (padding) {
           for (const int64_t size : at::IntArrayRef(*padding)) pointwise = pointwise && size == 0;
         }
-        TORCH_CHECK(pointwise, who, ": float16 on the CPU runs the classifier in float32 as a 1x1 map, which needs "
-                    "stride 1 and padding 0, but the classifier has stride ", at::IntArrayRef(conv.stride()),
-                    " or a non-zero padding; use bfloat16 or float32 on the CPU");
+        TORCH_CHECK(pointwise, who,
+                    ": float16 on the CPU runs the classifier in float32 as a 1x1 map, which needs "
+                    "stride 1 and padding 0, but the classifier has stride ",
+                    at::IntArrayRef(conv.stride()), " or a non-zero padding; use bfloat16 or float32 on the CPU");
       }
     }
     return half_on_cpu;

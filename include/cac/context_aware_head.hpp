@@ -80,14 +80,13 @@ class ContextAwareHeadImpl : public torch::nn::Cloneable<ContextAwareHeadImpl> {
   ContextAwareOutput forward_train(const torch::Tensor& features, const torch::Tensor& classifier_weight,
                                    const torch::Tensor& logits, const torch::Tensor& labels) {
     const torch::Tensor weight = check_inputs(features, classifier_weight, logits);
-    detail::check_labels("cac::ContextAwareHead", labels, features.size(0), features.dim() - 2,
-                         options.num_classes(), options.ignore_index(), features.device());
+    detail::check_labels("cac::ContextAwareHead", labels, features.size(0), features.dim() - 2, options.num_classes(),
+                         options.ignore_index(), features.device());
     ContextAwareOutput out;
     out.logits = logits;
     out.context_logits =
         detail::context_logits(features, weight, logits, projector_weights(context_projector), options.tau());
-    out.oracle_logits =
-        detail::oracle_logits(features, weight, labels, projector_weights(oracle_projector), options);
+    out.oracle_logits = detail::oracle_logits(features, weight, labels, projector_weights(oracle_projector), options);
     return out;
   }
 

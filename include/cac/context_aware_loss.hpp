@@ -40,8 +40,8 @@ class ContextAwareLossImpl : public torch::nn::Cloneable<ContextAwareLossImpl> {
            << ", logits_weight=" << options.logits_weight() << ", context_weight=" << options.context_weight()
            << ", oracle_weight=" << options.oracle_weight() << ", align_corners=" << options.align_corners()
            << ", ignore_index=" << options.ignore_index() << ", teacher_weight=" << options.kl().teacher_weight()
-           << ", entropy_weighted=" << options.kl().entropy_weighted()
-           << ", class_wise=" << options.kl().class_wise() << ", check_finite=" << options.check_finite() << ")";
+           << ", entropy_weighted=" << options.kl().entropy_weighted() << ", class_wise=" << options.kl().class_wise()
+           << ", check_finite=" << options.check_finite() << ")";
   }
 
   /// Every term and the weighted total for the head's `output` and `labels` `[B, *spatial']`

@@ -81,8 +81,8 @@ struct SoftPrototypesFunction : public torch::autograd::Function<SoftPrototypesF
   /// P = (s fᵀ) / (Σ_i s + 1e-12) with s = softmax(logits) over classes.
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& features,
                             const at::Tensor& logits) {
-    const at::Tensor weights = at::softmax(logits, 1, features.scalar_type());  // s, [B, n, S]
-    const at::Tensor denominator = weights.sum(-1, /*keepdim=*/true).add_(1e-12);  // [B, n, 1]
+    const at::Tensor weights = at::softmax(logits, 1, features.scalar_type());             // s, [B, n, S]
+    const at::Tensor denominator = weights.sum(-1, /*keepdim=*/true).add_(1e-12);          // [B, n, 1]
     at::Tensor prototypes = at::bmm(weights, features.transpose(1, 2)).div_(denominator);  // [B, n, d]
     ctx->save_for_backward({features, weights, denominator, prototypes});
     ctx->saved_data["logits_dtype"] = static_cast<int64_t>(logits.scalar_type());
@@ -96,12 +96,12 @@ struct SoftPrototypesFunction : public torch::autograd::Function<SoftPrototypesF
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &features = saved[0], &weights = saved[1], &denominator = saved[2], &prototypes = saved[3];
     const AutocastOff no_autocast(features.device());  // backward() may be called inside an autocast scope
-    const at::Tensor scaled = grads[0] / denominator;                               // h, [B, n, d]
-    at::Tensor grad_features = at::bmm(scaled.transpose(1, 2), weights);            // [B, d, S]
-    at::Tensor grad_weights = at::bmm(scaled, features);                            // [B, n, S]
+    const at::Tensor scaled = grads[0] / denominator;  // h, [B, n, d]
+    at::Tensor grad_features = at::bmm(scaled.transpose(1, 2), weights);  // [B, d, S]
+    at::Tensor grad_weights = at::bmm(scaled, features);                  // [B, n, S]
     grad_weights.sub_((scaled * prototypes).sum(-1, /*keepdim=*/true));
     const at::Tensor ones = at::ones({weights.size(0), 1, weights.size(1)}, weights.options());
-    const at::Tensor class_sum = at::bmm(ones, weights * grad_weights);            // [B, 1, S]
+    const at::Tensor class_sum = at::bmm(ones, weights * grad_weights);  // [B, 1, S]
     at::Tensor grad_logits = grad_weights.sub_(class_sum).mul_(weights);
     const auto logits_type = static_cast<c10::ScalarType>(ctx->saved_data["logits_dtype"].toInt());
     return {grad_features, grad_logits.to(logits_type)};
@@ -114,7 +114,7 @@ inline at::Tensor soft_prototypes(const at::Tensor& features, const at::Tensor& 
     return SoftPrototypesFunction::apply(features, logits);
   }
   const at::Tensor weights = at::softmax(logits, 1, features.scalar_type());  // [B, n, S]
-  const at::Tensor sums = at::bmm(weights, features.transpose(1, 2));          // [B, n, d]
+  const at::Tensor sums = at::bmm(weights, features.transpose(1, 2));         // [B, n, d]
   return sums.div_(weights.sum(-1, /*keepdim=*/true).add_(1e-12));
 }
 
@@ -125,8 +125,8 @@ inline at::Tensor ground_truth_prototypes(const at::Tensor& features, const at::
   const at::Tensor masks =
       one_hot_masks(labels, classifier_weight.size(0), ignore_index, features.scalar_type());  // [B, n, S]
   // f·maskᵀ rather than mask·fᵀ: the gradient reaches f as a contiguous product, not a transposed add.
-  at::Tensor sums = at::bmm(features, masks.transpose(1, 2)).transpose(1, 2);                 // [B, n, d]
-  at::Tensor counts = masks.sum(-1);                                                          // [B, n]
+  at::Tensor sums = at::bmm(features, masks.transpose(1, 2)).transpose(1, 2);  // [B, n, d]
+  at::Tensor counts = masks.sum(-1);                                           // [B, n]
   if (scope == OracleScope::Batch) {
     sums = sums.sum(0);
     counts = counts.sum(0);
@@ -154,11 +154,11 @@ inline at::Tensor pixel_norms(const at::Tensor& features) {
 /// Inputs: `features` `[B, d, S]`, `unit` `[B, n, d]` (rows already normalised), `tau`.
 struct CosineLogitsFunction : public torch::autograd::Function<CosineLogitsFunction> {
   /// out = z·s with z = unit @ features and s = τ / (‖f‖ + 1e-12) per pixel.
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& features,
-                            const at::Tensor& unit, double tau) {
-    const at::Tensor norms = pixel_norms(features);                      // [B, 1, S]
-    const at::Tensor scale = (norms + 1e-12).reciprocal_().mul_(tau);   // [B, 1, S]
-    at::Tensor out = at::bmm(unit, features).mul_(scale);               // [B, n, S]
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& features, const at::Tensor& unit,
+                            double tau) {
+    const at::Tensor norms = pixel_norms(features);                    // [B, 1, S]
+    const at::Tensor scale = (norms + 1e-12).reciprocal_().mul_(tau);  // [B, 1, S]
+    at::Tensor out = at::bmm(unit, features).mul_(scale);              // [B, n, S]
     ctx->save_for_backward({features, unit, out, norms, scale});
     ctx->saved_data["tau"] = tau;
     return out;
@@ -173,11 +173,11 @@ struct CosineLogitsFunction : public torch::autograd::Function<CosineLogitsFunct
     const AutocastOff no_autocast(features.device());  // backward() may be called inside an autocast scope
     const double tau = ctx->saved_data["tau"].toDouble();
     const at::Tensor& grad = grads[0];
-    const at::Tensor scaled = grad * scale;                                 // [B, n, S]
-    at::Tensor grad_unit = at::bmm(scaled, features.transpose(1, 2));      // [B, n, d]
-    at::Tensor grad_features = at::bmm(unit.transpose(1, 2), scaled);      // [B, d, S]
+    const at::Tensor scaled = grad * scale;                            // [B, n, S]
+    at::Tensor grad_unit = at::bmm(scaled, features.transpose(1, 2));  // [B, n, d]
+    at::Tensor grad_features = at::bmm(unit.transpose(1, 2), scaled);  // [B, d, S]
     const at::Tensor ones = at::ones({out.size(0), 1, out.size(1)}, out.options());
-    at::Tensor coefficient = at::bmm(ones, grad * out);                     // Σ_k g·out, [B, 1, S]
+    at::Tensor coefficient = at::bmm(ones, grad * out);  // Σ_k g·out, [B, 1, S]
     coefficient.mul_(scale).div_(norms * tau).masked_fill_(norms == 0, 0);
     grad_features.addcmul_(features, coefficient, /*value=*/-1.0);
     return {grad_features, grad_unit, at::Tensor()};
@@ -242,10 +242,9 @@ inline at::Tensor entropy_aware_kl(const at::Tensor& student, const at::Tensor& 
   const AutocastOff no_autocast(student.device());
   const auto type = compute_dtype(student.scalar_type());
   const int64_t batch = student.size(0), classes = student.size(1);
-  const at::Tensor log_p = at::log_softmax(flatten_spatial(student), 1, type);       // [B, n, S]
-  const at::Tensor q = at::softmax(flatten_spatial(teacher).detach(), 1, type);      // [B, n, S]
-  const at::Tensor y =
-      resize_labels_nearest(labels, student.sizes().slice(2)).reshape({batch, log_p.size(2)});
+  const at::Tensor log_p = at::log_softmax(flatten_spatial(student), 1, type);   // [B, n, S]
+  const at::Tensor q = at::softmax(flatten_spatial(teacher).detach(), 1, type);  // [B, n, S]
+  const at::Tensor y = resize_labels_nearest(labels, student.sizes().slice(2)).reshape({batch, log_p.size(2)});
   const at::Tensor is_ignored = y == options.ignore_index();
   const at::Tensor valid = is_ignored.logical_not().to(type);
   const double w = options.teacher_weight();
@@ -253,15 +252,14 @@ inline at::Tensor entropy_aware_kl(const at::Tensor& student, const at::Tensor& 
   at::Tensor pixel_loss;
   if (w != 0.0) pixel_loss = (q * log_p).sum(1) * (-w);
   if (w != 1.0) {
-    const at::Tensor label_term =
-        log_p.gather(1, y.masked_fill(is_ignored, 0).unsqueeze(1)).squeeze(1) * (w - 1.0);
+    const at::Tensor label_term = log_p.gather(1, y.masked_fill(is_ignored, 0).unsqueeze(1)).squeeze(1) * (w - 1.0);
     pixel_loss = pixel_loss.defined() ? pixel_loss + label_term : label_term;
   }
   // The entropy (Eq. 9) is ≥ 0; the +1e-12 makes it ≈ −1e-12 for a one-hot teacher in double, so floor it at 0.
   const at::Tensor weight =
       options.entropy_weighted() ? (q * (q + 1e-12).log()).sum(1).neg_().clamp_min_(0).mul_(valid) : valid;
   if (!options.class_wise()) return (pixel_loss * weight).sum() / (weight.sum() + 1e-12);
-  const at::Tensor masks = one_hot_masks(y, classes, options.ignore_index(), type);  // [B, n, S]
+  const at::Tensor masks = one_hot_masks(y, classes, options.ignore_index(), type);                     // [B, n, S]
   const at::Tensor stats = at::bmm(masks, at::stack({pixel_loss * weight, weight, valid}, -1)).sum(0);  // [n, 3]
   const at::Tensor per_class = stats.select(1, 0) / (stats.select(1, 1) + 1e-12);
   const at::Tensor present = (stats.select(1, 2) > 0).sum().clamp_min(1).to(type);
@@ -289,27 +287,26 @@ inline at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& labe
 
 /// Checks a projector's weights against d.
 inline void check_projector(const char* who, const ProjectorWeights& projector, int64_t channels) {
-  TORCH_CHECK(projector.fc1_weight.defined() && projector.fc1_weight.dim() == 2 &&
-                  projector.fc1_weight.size(1) == 2 * channels,
-              who, ": expected projector fc1_weight of shape [h, ", 2 * channels, "] but got ",
-              projector.fc1_weight.defined() ? projector.fc1_weight.sizes() : at::IntArrayRef{});
+  TORCH_CHECK(
+      projector.fc1_weight.defined() && projector.fc1_weight.dim() == 2 && projector.fc1_weight.size(1) == 2 * channels,
+      who, ": expected projector fc1_weight of shape [h, ", 2 * channels, "] but got ",
+      projector.fc1_weight.defined() ? projector.fc1_weight.sizes() : at::IntArrayRef{});
   TORCH_CHECK(projector.fc2_weight.defined() && projector.fc2_weight.dim() == 2 &&
                   projector.fc2_weight.size(0) == channels &&
                   projector.fc2_weight.size(1) == projector.fc1_weight.size(0),
               who, ": expected projector fc2_weight of shape [", channels, ", ", projector.fc1_weight.size(0),
               "] but got ", projector.fc2_weight.defined() ? projector.fc2_weight.sizes() : at::IntArrayRef{});
-  TORCH_CHECK(!projector.fc2_bias.defined() ||
-                  (projector.fc2_bias.dim() == 1 && projector.fc2_bias.size(0) == channels),
-              who, ": expected projector fc2_bias of shape [", channels, "] but got ",
-              projector.fc2_bias.defined() ? projector.fc2_bias.sizes() : at::IntArrayRef{});
+  TORCH_CHECK(
+      !projector.fc2_bias.defined() || (projector.fc2_bias.dim() == 1 && projector.fc2_bias.size(0) == channels), who,
+      ": expected projector fc2_bias of shape [", channels, "] but got ",
+      projector.fc2_bias.defined() ? projector.fc2_bias.sizes() : at::IntArrayRef{});
 }
 
 /// Checks the options of a context-aware head.
 inline void check_head_options(const char* who, const ContextAwareHeadOptions& options) {
   TORCH_CHECK(options.channels() > 0, who, ": expected channels > 0 but got ", options.channels());
   TORCH_CHECK(options.num_classes() > 0, who, ": expected num_classes > 0 but got ", options.num_classes());
-  TORCH_CHECK(options.hidden_channels() > 0, who, ": expected hidden_channels > 0 but got ",
-              options.hidden_channels());
+  TORCH_CHECK(options.hidden_channels() > 0, who, ": expected hidden_channels > 0 but got ", options.hidden_channels());
   check_real_option(who, "tau", options.tau(), Bound::Positive);
 }
 
@@ -362,8 +359,8 @@ inline ContextAwareLosses context_aware_loss(const ContextAwareOutput& output, c
   const AutocastOff no_autocast(output.context_logits.device());
   const bool align = options.align_corners();
   const int64_t ignore = options.ignore_index();
-  const at::Tensor zero = at::zeros({}, output.context_logits.options().dtype(
-                                            compute_dtype(output.context_logits.scalar_type())));
+  const at::Tensor zero =
+      at::zeros({}, output.context_logits.options().dtype(compute_dtype(output.context_logits.scalar_type())));
   ContextAwareLosses losses;
   losses.context_ce = cross_entropy(output.context_logits, labels, align, ignore);
   losses.logits_ce = output.logits.defined() ? cross_entropy(output.logits, labels, align, ignore) : zero;
@@ -374,10 +371,10 @@ inline ContextAwareLosses context_aware_loss(const ContextAwareOutput& output, c
                   : zero;
   // Terms with weight 0 stay out of the sum (and of its gradient) but are still reported.
   losses.total = zero;
-  for (const auto& term : {std::make_pair(options.logits_weight(), losses.logits_ce),
-                           std::make_pair(options.context_weight(), losses.context_ce),
-                           std::make_pair(options.oracle_weight(), losses.oracle_ce),
-                           std::make_pair(options.kl_weight(), losses.kl)}) {
+  for (const auto& term :
+       {std::make_pair(options.logits_weight(), losses.logits_ce),
+        std::make_pair(options.context_weight(), losses.context_ce),
+        std::make_pair(options.oracle_weight(), losses.oracle_ce), std::make_pair(options.kl_weight(), losses.kl)}) {
     if (term.first != 0.0) losses.total = losses.total + term.second * term.first;
   }
   return losses;
@@ -529,8 +526,8 @@ inline at::Tensor oracle_logits(const at::Tensor& features, const at::Tensor& cl
   detail::check_head_options(who, options);
   detail::check_features(who, features, options.channels());
   const at::Tensor weight = detail::check_classifier_weight(who, classifier_weight, features, options.num_classes());
-  detail::check_labels(who, labels, features.size(0), features.dim() - 2, options.num_classes(),
-                       options.ignore_index(), features.device());
+  detail::check_labels(who, labels, features.size(0), features.dim() - 2, options.num_classes(), options.ignore_index(),
+                       features.device());
   detail::check_projector(who, projector, options.channels());
   return detail::oracle_logits(features, weight, labels, projector, options);
 }

@@ -134,8 +134,7 @@ struct ContextAwareLossOptions {
 /// ```
 struct ContextAwareClassifierOptions {
   /// `channels` is d, `num_classes` is n (see `ContextAwareHeadOptions`).
-  ContextAwareClassifierOptions(int64_t channels, int64_t num_classes)
-      : head_(channels, num_classes) {}
+  ContextAwareClassifierOptions(int64_t channels, int64_t num_classes) : head_(channels, num_classes) {}
   /// Builds the options around existing head options.
   /* implicit */ ContextAwareClassifierOptions(ContextAwareHeadOptions head) : head_(head) {}
 

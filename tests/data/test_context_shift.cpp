@@ -35,9 +35,9 @@ std::map<std::string, std::string> read_tree(const fs::path& root) {
 ContextShiftOptions tiny() { return ContextShiftOptions().num_train(6).num_val(3).image_size(32); }
 
 struct ShiftStatistics {
-  double across_images_spread;  // mean over classes of the std across images of the class's mean colour
-  double global_accuracy;       // nearest class mean, means over the whole split
-  double within_image_accuracy; // nearest class mean, means of the pixel's own image
+  double across_images_spread;   // mean over classes of the std across images of the class's mean colour
+  double global_accuracy;        // nearest class mean, means over the whole split
+  double within_image_accuracy;  // nearest class mean, means of the pixel's own image
 };
 
 ShiftStatistics statistics(const ContextShiftOptions& options, int images) {
@@ -95,12 +95,15 @@ ShiftStatistics statistics(const ContextShiftOptions& options, int images) {
         if (truth == 0) continue;
         const auto p = samples[i].image.at<cv::Vec3b>(y, x);
         ++total;
-        correct_global += nearest(p, [&](int64_t c) { return global[c]; }, [](int64_t) { return true; }) == truth;
-        correct_local += nearest(p, [&](int64_t c) {
-                                   return std::array<double, 3>{sums[c][0] / sums[c][3], sums[c][1] / sums[c][3],
-                                                                sums[c][2] / sums[c][3]};
-                                 },
-                                 [&](int64_t c) { return sums[c][3] > 0; }) == truth;
+        correct_global += nearest(
+                              p, [&](int64_t c) { return global[c]; }, [](int64_t) { return true; }) == truth;
+        correct_local += nearest(
+                             p,
+                             [&](int64_t c) {
+                               return std::array<double, 3>{sums[c][0] / sums[c][3], sums[c][1] / sums[c][3],
+                                                            sums[c][2] / sums[c][3]};
+                             },
+                             [&](int64_t c) { return sums[c][3] > 0; }) == truth;
       }
     }
   }
@@ -117,7 +120,7 @@ TEST_CASE("generate_context_shift: deterministic, idempotent, atomic", "[context
   CHECK(a.size() == 2 * (6 + 3) + 1);
   CHECK(a.count("ADEChallengeData2016/images/training/cs_train_00000005.png") == 1);
   CHECK(a.count("ADEChallengeData2016/annotations/validation/cs_val_00000002.png") == 1);
-  CHECK(a == read_tree(dir.path() / "b"));  // byte-identical
+  CHECK(a == read_tree(dir.path() / "b"));              // byte-identical
   CHECK(read_tree(dir.path()).size() == 2 * a.size());  // no temporary directories left
 
   SECTION("same options: nothing rewritten") {
@@ -178,12 +181,14 @@ TEST_CASE("the shift moves class colours across images, not within them", "[cont
   const ShiftStatistics control = statistics(ContextShiftOptions(options).shift(false), 48);
   INFO("spread shifted " << shifted.across_images_spread << ", control " << control.across_images_spread);
   INFO("global accuracy shifted " << shifted.global_accuracy << ", control " << control.global_accuracy);
-  INFO("within-image accuracy shifted " << shifted.within_image_accuracy << ", control " << control.within_image_accuracy);
+  INFO("within-image accuracy shifted " << shifted.within_image_accuracy << ", control "
+                                        << control.within_image_accuracy);
   CHECK(shifted.across_images_spread > 4 * control.across_images_spread);
   CHECK(shifted.global_accuracy < control.global_accuracy - 0.15);
   CHECK(shifted.within_image_accuracy > 0.9);
   CHECK(control.global_accuracy > 0.9);
   // Same seed, same layouts: the control differs only in pixel values.
-  const RawSample a = context_shift_sample(options, "train", 3), b = context_shift_sample(ContextShiftOptions(options).shift(false), "train", 3);
+  const RawSample a = context_shift_sample(options, "train", 3),
+                  b = context_shift_sample(ContextShiftOptions(options).shift(false), "train", 3);
   CHECK(cv::norm(a.label, b.label, cv::NORM_INF) == 0);
 }

@@ -21,7 +21,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-cv::Mat gray_image(int height, int width, int value) { return cv::Mat(height, width, CV_8UC3, cv::Scalar(value, value, value)); }
+cv::Mat gray_image(int height, int width, int value) {
+  return cv::Mat(height, width, CV_8UC3, cv::Scalar(value, value, value));
+}
 
 /// A label with the given values in its first pixels (row 0), 0 elsewhere.
 cv::Mat label_with(std::initializer_list<int> values, int height = 6, int width = 8) {
@@ -54,7 +56,8 @@ TEST_CASE("class names and palettes follow mmsegmentation 0.x", "[dataset]") {
   CHECK(pascal_context59_info().classes.front() == "aeroplane");
   CHECK(pascal_context59_info().classes.back() == "wood");
   CHECK(pascal_context59_info().palette.front() == Rgb{180, 120, 120});
-  for (const DatasetInfo* info : {&ade20k_info(), &coco_stuff164k_info(), &cityscapes_info(), &pascal_context59_info()}) {
+  for (const DatasetInfo* info :
+       {&ade20k_info(), &coco_stuff164k_info(), &cityscapes_info(), &pascal_context59_info()}) {
     CHECK(info->palette.size() == info->classes.size());
   }
   const auto palette = default_palette(20);
@@ -124,9 +127,9 @@ TEST_CASE("ADE20K layout: both roots, sorted files, reduce_zero_label", "[datase
 TEST_CASE("a missing directory names it", "[dataset]") {
   TempDir dir;
   CHECK_THROWS_AS(make_dataset(DatasetOptions("ade20k", dir.path().string())), c10::Error);
-  CHECK_THROWS_WITH(make_dataset(DatasetOptions("ade20k", dir.path().string())),
-                    Contains("expected the image directory " + (dir.path() / "images/training").string() +
-                             " but it does not exist"));
+  CHECK_THROWS_WITH(
+      make_dataset(DatasetOptions("ade20k", dir.path().string())),
+      Contains("expected the image directory " + (dir.path() / "images/training").string() + " but it does not exist"));
   CHECK_THROWS_WITH(make_dataset(DatasetOptions("cityscapes", dir.path().string()).split("val")),
                     Contains((dir.path() / "leftImg8bit/val").string()));
   fs::create_directories(dir.path() / "images/train2017");

@@ -60,9 +60,7 @@ cv::Mat label_mat(const torch::Tensor& label) {
   return out;
 }
 
-TrainPipelineOptions small_pipeline() {
-  return TrainPipelineOptions().img_scale({256, 64}).crop_size({48, 40});
-}
+TrainPipelineOptions small_pipeline() { return TrainPipelineOptions().img_scale({256, 64}).crop_size({48, 40}); }
 
 }  // namespace
 
@@ -88,8 +86,8 @@ TEST_CASE("portable random helpers", "[transforms]") {
 
 TEST_CASE("rescale_size follows mmcv", "[transforms]") {
   // mmcv.rescale_size((w, h), (2048, 512)): factor min(2048 / max(w, h), 512 / min(w, h)).
-  CHECK(rescale_size(640, 480, {2048, 512}) == std::pair<int, int>(683, 512));    // 640·16/15 = 682.67
-  CHECK(rescale_size(640, 480, {1024, 256}) == std::pair<int, int>(341, 256));    // ratio 0.5
+  CHECK(rescale_size(640, 480, {2048, 512}) == std::pair<int, int>(683, 512));  // 640·16/15 = 682.67
+  CHECK(rescale_size(640, 480, {1024, 256}) == std::pair<int, int>(341, 256));  // ratio 0.5
   CHECK(rescale_size(2048, 1024, {2048, 1024}) == std::pair<int, int>(2048, 1024));
   CHECK(rescale_size(480, 2000, {2048, 512}) == std::pair<int, int>(492, 2048));  // long side bound: 2048/2000
   CHECK_THROWS_WITH(rescale_size(0, 4, {2048, 512}), Contains("expected a positive image size"));
@@ -220,7 +218,8 @@ TEST_CASE("photometric distortion changes pixels within its bounds", "[transform
   for (uint64_t seed = 0; seed < 8; ++seed) {
     std::mt19937_64 rng(seed);
     cv::Mat out = grey.clone();
-    photo_metric_distortion(out, PhotoMetricOptions().contrast_range({1, 1}).saturation_range({1, 1}).hue_delta(0), rng);
+    photo_metric_distortion(out, PhotoMetricOptions().contrast_range({1, 1}).saturation_range({1, 1}).hue_delta(0),
+                            rng);
     double low = 0, high = 0;
     cv::minMaxLoc(out, &low, &high);
     CHECK(low == high);

@@ -27,7 +27,8 @@ optimizer: {type: sgd, lr: 0.05, momentum: 0.9, weight_decay: 0.0005}
 schedule: {iterations: 100, power: 0.9, min_lr: 0.0001}
 runtime: {seed: 3, log_interval: 2, checkpoint_interval: 0}
 evaluation: {interval: 0}
-)", "tiny");
+)",
+                                                        "tiny");
   config.set("data.root=" + root.string());
   config.set("model.cac=" + std::string(cac ? "true" : "false"));
   config.set("schedule.iterations=" + std::to_string(iterations));

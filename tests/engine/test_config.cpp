@@ -32,20 +32,25 @@ fs::path write_files(const std::string& name, const std::map<std::string, std::s
 }  // namespace
 
 TEST_CASE("config: _base_ chains merge in order, children win, _delete_ replaces", "[config]") {
-  const fs::path dir = write_files("inherit", {
-      {"_base_/a.yaml", "optimizer: {type: sgd, lr: 0.01, momentum: 0.9}\ndata: {batch_size: 4, train_pipeline: {crop_size: [512, 512], flip_prob: 0.5}}\n"},
-      {"_base_/b.yaml", "optimizer: {lr: 0.02}\nschedule: {iterations: 100}\n"},
-      {"models/c.yaml", "_base_: [../_base_/a.yaml, ../_base_/b.yaml]\ndata: {train_pipeline: {_delete_: true, crop_size: [64, 64]}}\n"},
-      {"d.yaml", "_base_: models/c.yaml\noptimizer: {momentum: 0.5}\n"},
-  });
+  const fs::path dir =
+      write_files("inherit", {
+                                 {"_base_/a.yaml",
+                                  "optimizer: {type: sgd, lr: 0.01, momentum: 0.9}\ndata: {batch_size: 4, "
+                                  "train_pipeline: {crop_size: [512, 512], flip_prob: 0.5}}\n"},
+                                 {"_base_/b.yaml", "optimizer: {lr: 0.02}\nschedule: {iterations: 100}\n"},
+                                 {"models/c.yaml",
+                                  "_base_: [../_base_/a.yaml, ../_base_/b.yaml]\ndata: {train_pipeline: {_delete_: "
+                                  "true, crop_size: [64, 64]}}\n"},
+                                 {"d.yaml", "_base_: models/c.yaml\noptimizer: {momentum: 0.5}\n"},
+                             });
   const Config config = Config::load(dir / "d.yaml");
   CHECK(config.get<std::string>("optimizer.type") == "sgd");
-  CHECK(config.get<double>("optimizer.lr") == 0.02);           // b over a
-  CHECK(config.get<double>("optimizer.momentum") == 0.5);      // d over a
+  CHECK(config.get<double>("optimizer.lr") == 0.02);       // b over a
+  CHECK(config.get<double>("optimizer.momentum") == 0.5);  // d over a
   CHECK(config.get<int64_t>("schedule.iterations") == 100);
   CHECK(config.get<int64_t>("data.batch_size") == 4);
   CHECK(config.get<std::vector<int64_t>>("data.train_pipeline.crop_size") == std::vector<int64_t>{64, 64});
-  CHECK_FALSE(config.has("data.train_pipeline.flip_prob"));   // replaced, not merged
+  CHECK_FALSE(config.has("data.train_pipeline.flip_prob"));  // replaced, not merged
   CHECK_FALSE(config.has("data.train_pipeline._delete_"));
   CHECK(config.origin("optimizer.lr") == fs::weakly_canonical(dir / "_base_/b.yaml").string());
   CHECK(config.origin("optimizer.momentum") == fs::weakly_canonical(dir / "d.yaml").string());
@@ -76,28 +81,30 @@ TEST_CASE("config: --set overrides any key, parsed as YAML", "[config]") {
 
 TEST_CASE("config: errors name the file, the key, the expectation and the value", "[config]") {
   const fs::path dir = write_files("errors", {
-      {"bad_type.yaml", "optimizer: {lr: fast}\n"},
-      {"syntax.yaml", "optimizer: {lr: [1, 2\n"},
-      {"cycle_a.yaml", "_base_: cycle_b.yaml\n"},
-      {"cycle_b.yaml", "_base_: cycle_a.yaml\n"},
-      {"missing_base.yaml", "_base_: nowhere.yaml\n"},
-      {"list.yaml", "- 1\n- 2\n"},
-      {"unknown.yaml", "optimizer: {type: sgd, lr: 0.01, momentun: 0.9}\n"},
-  });
+                                                 {"bad_type.yaml", "optimizer: {lr: fast}\n"},
+                                                 {"syntax.yaml", "optimizer: {lr: [1, 2\n"},
+                                                 {"cycle_a.yaml", "_base_: cycle_b.yaml\n"},
+                                                 {"cycle_b.yaml", "_base_: cycle_a.yaml\n"},
+                                                 {"missing_base.yaml", "_base_: nowhere.yaml\n"},
+                                                 {"list.yaml", "- 1\n- 2\n"},
+                                                 {"unknown.yaml", "optimizer: {type: sgd, lr: 0.01, momentun: 0.9}\n"},
+                                             });
   const std::string bad = fs::weakly_canonical(dir / "bad_type.yaml").string();
-  CHECK_THROWS_WITH(Config::load(dir / "bad_type.yaml"),
-                    Catch::Contains("config error in " + bad + ": key 'optimizer.lr': expected a number but got 'fast'"));
+  CHECK_THROWS_WITH(
+      Config::load(dir / "bad_type.yaml"),
+      Catch::Contains("config error in " + bad + ": key 'optimizer.lr': expected a number but got 'fast'"));
   CHECK_THROWS_WITH(Config::parse("optimizer: {lr: 0.1}").get<int64_t>("schedule.iterations"),
                     Catch::Contains("key 'schedule.iterations': expected an integer but it is missing"));
   CHECK_THROWS_WITH(Config::load(dir / "syntax.yaml"), Catch::Contains("syntax.yaml: invalid YAML at line"));
   CHECK_THROWS_WITH(Config::load(dir / "cycle_a.yaml"), Catch::Contains("expected an acyclic _base_ chain"));
-  CHECK_THROWS_WITH(Config::load(dir / "missing_base.yaml"),
-                    Catch::Contains("expected a config file at") && Catch::Contains("nowhere.yaml but it does not exist"));
+  CHECK_THROWS_WITH(Config::load(dir / "missing_base.yaml"), Catch::Contains("expected a config file at") &&
+                                                                 Catch::Contains("nowhere.yaml but it does not exist"));
   CHECK_THROWS_WITH(Config::load(dir / "list.yaml"), Catch::Contains("expected a mapping at the top level"));
-  CHECK_THROWS_WITH(Config::load(dir / "unknown.yaml"),
-                    Catch::Contains("config error in " + fs::weakly_canonical(dir / "unknown.yaml").string() +
-                                    ": key 'optimizer.momentun': unknown key (did you mean 'optimizer.momentum'?); "
-                                    "expected one of type, lr, momentum, weight_decay, betas, eps, no_decay, grad_clip"));
+  CHECK_THROWS_WITH(
+      Config::load(dir / "unknown.yaml"),
+      Catch::Contains("config error in " + fs::weakly_canonical(dir / "unknown.yaml").string() +
+                      ": key 'optimizer.momentun': unknown key (did you mean 'optimizer.momentum'?); "
+                      "expected one of type, lr, momentum, weight_decay, betas, eps, no_decay, grad_clip"));
   CHECK_THROWS_WITH(Config::parse("model: {name: pspnet, num_classes: 3}").get<std::string>("model.name"),
                     Catch::Contains("key 'model.name': expected one of fcn_mobilenetv2") &&
                         Catch::Contains("fcn_tiny but got 'pspnet'"));
@@ -110,7 +117,8 @@ TEST_CASE("config: learning-rate schedules follow mmcv's poly and linear warm-up
   CHECK(schedule.at(50) == Approx((0.01 - 1e-4) * std::pow(0.5, 0.9) + 1e-4));
   CHECK(schedule.at(100) == Approx(1e-4));
   const Config warm = Config::parse(
-      "optimizer: {lr: 0.00006}\nschedule: {iterations: 1000, power: 1.0, min_lr: 0.0, warmup_iterations: 10, warmup_ratio: 0.000001}");
+      "optimizer: {lr: 0.00006}\nschedule: {iterations: 1000, power: 1.0, min_lr: 0.0, warmup_iterations: 10, "
+      "warmup_ratio: 0.000001}");
   const cac_engine::LrSchedule swin(warm);
   CHECK(swin.at(0) == Approx(6e-5 * 1e-6));
   const double regular = 6e-5 * (1 - 5.0 / 1000);
@@ -149,9 +157,11 @@ TEST_CASE("config: Table 1 configs name the released ImageNet weights; training 
   const std::string swin = "https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/swin/";
   const std::vector<Row> rows{
       {"fcn_mobilenetv2", "mobilenet_v2_batch256_imagenet_20200708-3b2dc3af.pth", "mmcls",
-       "https://download.openmmlab.com/mmclassification/v0/mobilenet_v2/mobilenet_v2_batch256_imagenet_20200708-3b2dc3af.pth"},
+       "https://download.openmmlab.com/mmclassification/v0/mobilenet_v2/"
+       "mobilenet_v2_batch256_imagenet_20200708-3b2dc3af.pth"},
       {"deeplabv3plus_mobilenetv2", "mobilenet_v2_batch256_imagenet_20200708-3b2dc3af.pth", "mmcls",
-       "https://download.openmmlab.com/mmclassification/v0/mobilenet_v2/mobilenet_v2_batch256_imagenet_20200708-3b2dc3af.pth"},
+       "https://download.openmmlab.com/mmclassification/v0/mobilenet_v2/"
+       "mobilenet_v2_batch256_imagenet_20200708-3b2dc3af.pth"},
       {"ocrnet_hrnetv2_w18", "hrnetv2_w18-00eb2006.pth", "backbone", openmmlab + "hrnetv2_w18-00eb2006.pth"},
       {"ocrnet_hrnetv2_w48", "hrnetv2_w48-d2186c55.pth", "backbone", openmmlab + "hrnetv2_w48-d2186c55.pth"},
       {"upernet_r50", "resnet50_v1c-2cccc1ad.pth", "backbone", openmmlab + "resnet50_v1c-2cccc1ad.pth"},
@@ -178,15 +188,14 @@ TEST_CASE("config: Table 1 configs name the released ImageNet weights; training 
       // fails in validation, naming the config that set the key, the file, where to get it, its
       // layout and the escape; evaluation does not need it.
       const fs::path base = cac_engine::configs_dir() / "ade20k" / (row.model + "_160k.yaml");
-      CHECK_THROWS_WITH(config.validate(cac_engine::Use::Training),
-                        Catch::Contains("config error in " + fs::weakly_canonical(base).string() +
-                                        ": key 'model.pretrained': expected the initial weights 'pretrained/" +
-                                        row.file + "'") &&
-                            Catch::Contains("Download " + row.url) &&
-                            Catch::Contains("keys in the `" + row.source + "` layout") &&
-                            Catch::Contains("cac-convert pretrained/" + row.file + " checked.pth --from " + row.source +
-                                            " --model " + row.model) &&
-                            Catch::Contains("--set model.pretrained=none"));
+      CHECK_THROWS_WITH(
+          config.validate(cac_engine::Use::Training),
+          Catch::Contains("config error in " + fs::weakly_canonical(base).string() +
+                          ": key 'model.pretrained': expected the initial weights 'pretrained/" + row.file + "'") &&
+              Catch::Contains("Download " + row.url) && Catch::Contains("keys in the `" + row.source + "` layout") &&
+              Catch::Contains("cac-convert pretrained/" + row.file + " checked.pth --from " + row.source + " --model " +
+                              row.model) &&
+              Catch::Contains("--set model.pretrained=none"));
       CHECK_NOTHROW(config.validate(cac_engine::Use::Evaluation));
       config.set("model.pretrained=none");
       CHECK_NOTHROW(config.validate(cac_engine::Use::Training));
@@ -212,10 +221,12 @@ TEST_CASE("config: Table 1 configs name the released ImageNet weights; training 
   config.set("model.pretrained=weights/r50.pth");
   CHECK_NOTHROW(config.validate(cac_engine::Use::Training));
   config.set("model.pretrained=weights/r101.pth");
-  CHECK_THROWS_WITH(config.validate(cac_engine::Use::Training),
-                    Catch::Contains("config error in --set: key 'model.pretrained': expected the initial weights "
-                                    "'weights/r101.pth' (" + (fs::current_path() / "weights/r101.pth").string() + ")") &&
-                        Catch::Contains("Download https://download.openmmlab.com/pretrain/third_party/resnet50_v1c-2cccc1ad.pth"));
+  CHECK_THROWS_WITH(
+      config.validate(cac_engine::Use::Training),
+      Catch::Contains("config error in --set: key 'model.pretrained': expected the initial weights "
+                      "'weights/r101.pth' (" +
+                      (fs::current_path() / "weights/r101.pth").string() + ")") &&
+          Catch::Contains("Download https://download.openmmlab.com/pretrain/third_party/resnet50_v1c-2cccc1ad.pth"));
   fs::current_path(previous);
   // A directory is not a checkpoint; without a URL the message says to put the file there.
   config.set("model.pretrained=" + dir.string());
@@ -237,8 +248,8 @@ TEST_CASE("config: images per process as released (Swin-B/L: 2, every other row:
     const bool two_ade = name == "upernet_swin_base" || name == "upernet_swin_large";
     const bool two_coco = name == "upernet_swin_large";
     for (const std::string variant : {"", "_cac"}) {
-      CHECK(Config::load(cac_engine::configs_dir() / "ade20k" / (name + variant + "_160k.yaml")).get<int64_t>("data.batch_size") ==
-            (two_ade ? 2 : 4));
+      CHECK(Config::load(cac_engine::configs_dir() / "ade20k" / (name + variant + "_160k.yaml"))
+                .get<int64_t>("data.batch_size") == (two_ade ? 2 : 4));
       CHECK(Config::load(cac_engine::configs_dir() / "coco_stuff164k" / (name + variant + "_80k.yaml"))
                 .get<int64_t>("data.batch_size") == (two_coco ? 2 : 4));
     }
@@ -260,7 +271,8 @@ data:
   batch_size: 4
 optimizer: {type: sgd, lr: 0.05}
 schedule: {iterations: 100}
-)", "tiny.yaml");
+)",
+                                "tiny.yaml");
   for (const auto& assignment : overrides) config.set(assignment);
   return config;
 }
@@ -273,28 +285,42 @@ TEST_CASE("config: validate() rejects every invalid value, naming the source, ke
   const std::vector<std::pair<std::string, std::string>> cases{
       {"runtime.checkpoint_interval=-5", "key 'runtime.checkpoint_interval': expected an integer >= 0 but got '-5'"},
       {"evaluation.interval=-1", "key 'evaluation.interval': expected an integer >= 0 but got '-1'"},
-      {"data.train_pipeline.flip_prob=2", "key 'data.train_pipeline.flip_prob': expected a number in [0, 1] but got '2'"},
+      {"data.train_pipeline.flip_prob=2",
+       "key 'data.train_pipeline.flip_prob': expected a number in [0, 1] but got '2'"},
       {"model.cac_loss.kl_weight=-1", "key 'model.cac_loss.kl_weight': expected a number >= 0 but got '-1'"},
-      {"model.cac_loss.kl.teacher_weight=1.5", "key 'model.cac_loss.kl.teacher_weight': expected a number in [0, 1] but got '1.5'"},
+      {"model.cac_loss.kl.teacher_weight=1.5",
+       "key 'model.cac_loss.kl.teacher_weight': expected a number in [0, 1] but got '1.5'"},
       {"runtime.keep_last=0", "key 'runtime.keep_last': expected an integer >= 1 but got '0'"},
-      {"data.normalize.std=[0, 0, 0]", "key 'data.normalize.std': expected a list of 3 numbers, each > 0 but got a list [0, 0, 0]"},
+      {"data.normalize.std=[0, 0, 0]",
+       "key 'data.normalize.std': expected a list of 3 numbers, each > 0 but got a list [0, 0, 0]"},
       {"data.normalize.std=[1, 1]", "key 'data.normalize.std': expected a list of 3 numbers but got a list [1, 1]"},
       {"evaluation.mode=Whole", "key 'evaluation.mode': expected one of whole, slide but got 'Whole'"},
-      {"model.cac_head.oracle_scope=pixel", "key 'model.cac_head.oracle_scope': expected one of batch, image but got 'pixel'"},
+      {"model.cac_head.oracle_scope=pixel",
+       "key 'model.cac_head.oracle_scope': expected one of batch, image but got 'pixel'"},
       {"model.dropout_ratio=1", "key 'model.dropout_ratio': expected a number in [0, 1) but got '1'"},
       {"data.batch_size=0", "key 'data.batch_size': expected an integer >= 1 but got '0'"},
       {"optimizer.lr=.nan", "key 'optimizer.lr': expected a number but got '.nan'"},
       {"model.cac=maybe", "key 'model.cac': expected a boolean but got 'maybe'"},
       {"evaluation.scales=[]", "key 'evaluation.scales': expected a non-empty list but got a list []"},
-      {"data.train_pipeline.crop_size=[64]", "key 'data.train_pipeline.crop_size': expected a list of 2 integers but got a list [64]"},
-      {"modle.cac=false", "key 'modle': unknown key (did you mean 'model'?); expected one of model, data, optimizer, schedule, runtime, evaluation"},
+      {"data.train_pipeline.crop_size=[64]",
+       "key 'data.train_pipeline.crop_size': expected a list of 2 integers but got a list [64]"},
+      {"modle.cac=false",
+       "key 'modle': unknown key (did you mean 'model'?); expected one of model, data, optimizer, schedule, runtime, "
+       "evaluation"},
       {"model.flip_prob=0.5", "key 'model.flip_prob': unknown key (did you mean 'data.train_pipeline.flip_prob'?)"},
-      {"runtime.device=cuda", "key 'runtime.device': unknown key; expected one of seed, log_interval, checkpoint_interval, keep_last, amp, amp_dtype"},
-      {"model.cac_loss.entropy_weighted=false", "key 'model.cac_loss.entropy_weighted': unknown key (did you mean 'model.cac_loss.kl.entropy_weighted'?)"},
+      {"runtime.device=cuda",
+       "key 'runtime.device': unknown key; expected one of seed, log_interval, checkpoint_interval, keep_last, amp, "
+       "amp_dtype"},
+      {"model.cac_loss.entropy_weighted=false",
+       "key 'model.cac_loss.entropy_weighted': unknown key (did you mean 'model.cac_loss.kl.entropy_weighted'?)"},
       {"model=3", "key 'model': expected a mapping of name, num_classes, cac"},
-      {"model.num_classes=7", "key 'model.num_classes': expected 4 (the classes of data.context_shift.num_classes) but got 7"},
-      {"data.train_pipeline.ratio_range=[2.0, 1.0]", "key 'data.train_pipeline.ratio_range': expected {min, max} with min <= max but got a list [2.0, 1.0]"},
-      {"evaluation={mode: slide, crop: [32, 32], stride: [48, 16]}", "key 'evaluation.stride': expected a stride within evaluation.crop [32, 32] (windows would leave gaps) but got [48, 16]"},
+      {"model.num_classes=7",
+       "key 'model.num_classes': expected 4 (the classes of data.context_shift.num_classes) but got 7"},
+      {"data.train_pipeline.ratio_range=[2.0, 1.0]",
+       "key 'data.train_pipeline.ratio_range': expected {min, max} with min <= max but got a list [2.0, 1.0]"},
+      {"evaluation={mode: slide, crop: [32, 32], stride: [48, 16]}",
+       "key 'evaluation.stride': expected a stride within evaluation.crop [32, 32] (windows would leave gaps) but got "
+       "[48, 16]"},
   };
   for (const auto& [assignment, message] : cases) {
     INFO(assignment);
@@ -302,17 +328,22 @@ TEST_CASE("config: validate() rejects every invalid value, naming the source, ke
   }
   // The dataset type fixes the classes: ADE20K has 150.
   CHECK_THROWS_WITH(tiny({"data.type=ade20k"}).validate(),
-                    Catch::Contains("config error in tiny.yaml: key 'model.num_classes': expected 150 (the classes of data.type 'ade20k') but got 4"));
+                    Catch::Contains("config error in tiny.yaml: key 'model.num_classes': expected 150 (the classes of "
+                                    "data.type 'ade20k') but got 4"));
   CHECK_NOTHROW(tiny({"data.type=ade20k", "model.num_classes=150"}).validate());
   CHECK_NOTHROW(tiny({"data.classes=[a, b, c, d]", "data.type=custom", "data.train_img_dir=i", "data.train_ann_dir=a",
                       "data.val_img_dir=i", "data.val_ann_dir=a"})
                     .validate());
-  CHECK_THROWS_WITH(tiny({"data.classes=[a, b, c, d]", "data.type=custom"}).validate(),
-                    Catch::Contains("key 'data.val_img_dir': expected a string for data.type 'custom' but it is missing"));
+  CHECK_THROWS_WITH(
+      tiny({"data.classes=[a, b, c, d]", "data.type=custom"}).validate(),
+      Catch::Contains("key 'data.val_img_dir': expected a string for data.type 'custom' but it is missing"));
   // Required keys: the optimizer and schedule for training only.
-  const Config evaluation = Config::parse("model: {name: fcn_tiny, num_classes: 6}\ndata: {type: context_shift, root: d}", "eval.yaml");
+  const Config evaluation =
+      Config::parse("model: {name: fcn_tiny, num_classes: 6}\ndata: {type: context_shift, root: d}", "eval.yaml");
   CHECK_NOTHROW(evaluation.validate(cac_engine::Use::Evaluation));
-  CHECK_THROWS_WITH(evaluation.validate(), Catch::Contains("config error in eval.yaml: key 'optimizer.type': expected a string but it is missing"));
+  CHECK_THROWS_WITH(
+      evaluation.validate(),
+      Catch::Contains("config error in eval.yaml: key 'optimizer.type': expected a string but it is missing"));
   CHECK_THROWS_WITH(Config::parse("optimizer: {type: sgd}").validate(cac_engine::Use::Evaluation),
                     Catch::Contains("key 'model.name': expected a string but it is missing"));
   CHECK_NOTHROW(Config::parse("optimizer: {type: sgd}").validate(cac_engine::Use::Any));
@@ -322,17 +353,20 @@ TEST_CASE("config: validate() rejects every invalid value, naming the source, ke
 }
 
 TEST_CASE("config: load() validates, and errors name the file or --set that gave the value", "[config]") {
-  const fs::path dir = write_files("origins", {
-      {"base.yaml", "data: {train_pipeline: {flip_prob: 0.5, crop_size: [32, 32]}}\noptimizer: {type: sgd, lr: 0.1}\n"},
-      {"bad_base.yaml", "runtime: {log_interval: 0}\n"},
-      {"child.yaml", "_base_: base.yaml\noptimizer: {lr: 0.2}\n"},
-      {"uses_bad.yaml", "_base_: bad_base.yaml\noptimizer: {lr: 0.2}\n"},
-      {"delete.yaml", "_base_: base.yaml\ndata: {train_pipeline: {_delete_: maybe, flip_prob: 0.1}}\n"},
-      {"twice.yaml", "optimizer:\n  lr: 0.1\n  type: sgd\n  lr: 0.2\n"},
-      {"nested_twice.yaml", "data: {train_pipeline: {flip_prob: 0.5}}\ndata: {batch_size: 2}\n"},
-      {"dir_base.yaml", "_base_: sub\n"},
-      {"sub/x.yaml", "{}\n"},
-  });
+  const fs::path dir = write_files(
+      "origins",
+      {
+          {"base.yaml",
+           "data: {train_pipeline: {flip_prob: 0.5, crop_size: [32, 32]}}\noptimizer: {type: sgd, lr: 0.1}\n"},
+          {"bad_base.yaml", "runtime: {log_interval: 0}\n"},
+          {"child.yaml", "_base_: base.yaml\noptimizer: {lr: 0.2}\n"},
+          {"uses_bad.yaml", "_base_: bad_base.yaml\noptimizer: {lr: 0.2}\n"},
+          {"delete.yaml", "_base_: base.yaml\ndata: {train_pipeline: {_delete_: maybe, flip_prob: 0.1}}\n"},
+          {"twice.yaml", "optimizer:\n  lr: 0.1\n  type: sgd\n  lr: 0.2\n"},
+          {"nested_twice.yaml", "data: {train_pipeline: {flip_prob: 0.5}}\ndata: {batch_size: 2}\n"},
+          {"dir_base.yaml", "_base_: sub\n"},
+          {"sub/x.yaml", "{}\n"},
+      });
   const auto file = [&](const std::string& name) { return fs::weakly_canonical(dir / name).string(); };
   CHECK_NOTHROW(Config::load(dir / "child.yaml"));
   CHECK_THROWS_WITH(Config::load(dir / "uses_bad.yaml"),
@@ -341,16 +375,20 @@ TEST_CASE("config: load() validates, and errors name the file or --set that gave
   CHECK_THROWS_WITH(Config::load(dir / "child.yaml", {"data.train_pipeline.flip_prob=3"}),
                     Catch::Contains("config error in --set: key 'data.train_pipeline.flip_prob'"));
   // A mapping set with --set replaces the file's: its keys are blamed on --set, not on base.yaml.
-  CHECK_THROWS_WITH(Config::load(dir / "child.yaml", {"data.train_pipeline={crop_size: [0, 32]}"}),
-                    Catch::Contains("config error in --set: key 'data.train_pipeline.crop_size': expected a list of 2 integers, each > 0"));
+  CHECK_THROWS_WITH(
+      Config::load(dir / "child.yaml", {"data.train_pipeline={crop_size: [0, 32]}"}),
+      Catch::Contains(
+          "config error in --set: key 'data.train_pipeline.crop_size': expected a list of 2 integers, each > 0"));
   CHECK_THROWS_WITH(Config::load(dir / "delete.yaml"),
                     Catch::Contains("config error in " + file("delete.yaml") +
                                     ": key 'data.train_pipeline._delete_': expected a boolean but got 'maybe'"));
   CHECK_THROWS_WITH(Config::load(dir / "twice.yaml"),
                     Catch::Contains("config error in " + file("twice.yaml") +
                                     ": key 'optimizer.lr' is given twice (lines 2 and 4); remove one of them"));
-  CHECK_THROWS_WITH(Config::load(dir / "nested_twice.yaml"), Catch::Contains("key 'data' is given twice (lines 1 and 2)"));
-  CHECK_THROWS_WITH(Config::parse("a: 1\na: 2\n", "inline"), Catch::Contains("config error in inline: key 'a' is given twice"));
+  CHECK_THROWS_WITH(Config::load(dir / "nested_twice.yaml"),
+                    Catch::Contains("key 'data' is given twice (lines 1 and 2)"));
+  CHECK_THROWS_WITH(Config::parse("a: 1\na: 2\n", "inline"),
+                    Catch::Contains("config error in inline: key 'a' is given twice"));
   CHECK_THROWS_WITH(Config::load(dir / "child.yaml", {"optimizer={lr: 1, lr: 2}"}),
                     Catch::Contains("config error in --set: key 'optimizer.lr' is given twice"));
   CHECK_THROWS_WITH(Config::load(dir / "dir_base.yaml"), Catch::Contains("sub but it is a directory"));
@@ -385,7 +423,8 @@ TEST_CASE("config: get() takes the schema's defaults; undeclared keys are progra
   CHECK_THROWS_WITH(empty.get<double>("runtime.learning_rate"),
                     Catch::Contains("config key 'runtime.learning_rate' is read but not declared in the schema"));
   CHECK_THROWS_WITH(empty.get<int64_t>("optimizer.lr"), Catch::Contains("declared as float but read as an integer"));
-  CHECK_THROWS_WITH(empty.get<double>("optimizer.lr"), Catch::Contains("key 'optimizer.lr': expected a number but it is missing"));
+  CHECK_THROWS_WITH(empty.get<double>("optimizer.lr"),
+                    Catch::Contains("key 'optimizer.lr': expected a number but it is missing"));
   // A derived default: the caller's fallback.
   CHECK(empty.get<double>("optimizer.weight_decay", 0.01) == 0.01);
   CHECK(tiny({"optimizer.weight_decay=0.3"}).get<double>("optimizer.weight_decay", 0.01) == 0.3);
@@ -407,20 +446,24 @@ TEST_CASE("config: every option of the library's head and loss is reachable from
       {"model.sync_bn=true", [](const Options& o) { return double(o.norm.sync()); }, 1},
       {"model.dropout_ratio=0.25", [](const Options& o) { return o.dropout_ratio.value_or(-1); }, 0.25},
       {"model.cac_head.tau=20", [](const Options& o) { return o.cac_head.tau(); }, 20},
-      {"model.cac_head.hidden_channels=7", [](const Options& o) { return double(o.cac_head.hidden_channels().value_or(-1)); }, 7},
-      {"model.cac_head.oracle_scope=image", [](const Options& o) { return double(o.cac_head.oracle_scope() == cac::OracleScope::Image); }, 1},
+      {"model.cac_head.hidden_channels=7",
+       [](const Options& o) { return double(o.cac_head.hidden_channels().value_or(-1)); }, 7},
+      {"model.cac_head.oracle_scope=image",
+       [](const Options& o) { return double(o.cac_head.oracle_scope() == cac::OracleScope::Image); }, 1},
       {"model.cac_loss.check_finite=true", [](const Options& o) { return double(o.cac_loss.check_finite()); }, 1},
       {"model.cac_loss.kl_weight=0.5", [](const Options& o) { return o.cac_loss.kl_weight(); }, 0.5},
       {"model.cac_loss.logits_weight=0.25", [](const Options& o) { return o.cac_loss.logits_weight(); }, 0.25},
       {"model.cac_loss.context_weight=0", [](const Options& o) { return o.cac_loss.context_weight(); }, 0},
       {"model.cac_loss.oracle_weight=2", [](const Options& o) { return o.cac_loss.oracle_weight(); }, 2},
       {"model.cac_loss.kl.teacher_weight=1", [](const Options& o) { return o.cac_loss.kl().teacher_weight(); }, 1},
-      {"model.cac_loss.kl.entropy_weighted=false", [](const Options& o) { return double(o.cac_loss.kl().entropy_weighted()); }, 0},
+      {"model.cac_loss.kl.entropy_weighted=false",
+       [](const Options& o) { return double(o.cac_loss.kl().entropy_weighted()); }, 0},
       {"model.cac_loss.kl.class_wise=false", [](const Options& o) { return double(o.cac_loss.kl().class_wise()); }, 0},
   };
   for (const auto& [assignment, read, value] : cases) {
     INFO(assignment);
-    const Options options = cac_engine::model_options(tiny({"model.num_classes=6", "data.context_shift.num_classes=6", assignment}));
+    const Options options =
+        cac_engine::model_options(tiny({"model.num_classes=6", "data.context_shift.num_classes=6", assignment}));
     if (assignment != "model.num_classes=4") CHECK(read(defaults) != value);  // the key changes the option
     CHECK(read(options) == value);
   }
@@ -428,11 +471,13 @@ TEST_CASE("config: every option of the library's head and loss is reachable from
   for (const auto& spec : cac_engine::config_schema()) {
     if (spec.name.rfind("model.cac_", 0) != 0) continue;
     INFO(spec.name);
-    CHECK(std::any_of(cases.begin(), cases.end(), [&](const auto& c) { return std::get<0>(c).rfind(spec.name + "=", 0) == 0; }));
+    CHECK(std::any_of(cases.begin(), cases.end(),
+                      [&](const auto& c) { return std::get<0>(c).rfind(spec.name + "=", 0) == 0; }));
   }
   // They reach the built model's head.
-  const auto model = cac_engine::build_model(
-      tiny({"model.cac=true", "model.cac_head.tau=20", "model.cac_head.hidden_channels=7", "model.cac_head.oracle_scope=image"}));
+  const auto model =
+      cac_engine::build_model(tiny({"model.cac=true", "model.cac_head.tau=20", "model.cac_head.hidden_channels=7",
+                                    "model.cac_head.oracle_scope=image"}));
   std::ostringstream printed;
   printed << *model;
   CHECK_THAT(printed.str(), Catch::Contains("hidden_channels=7, tau=20, oracle_scope=Image"));
@@ -445,26 +490,32 @@ TEST_CASE("config: docs/training.md's key table is the schema's", "[config]") {
   std::string line, table;
   bool in_keys = false;
   while (std::getline(stream, line)) {
-    if (line == "### Keys") in_keys = true;
-    else if (in_keys && line.rfind("#", 0) == 0) break;
-    else if (in_keys && line.rfind("|", 0) == 0) table += line + "\n";
+    if (line == "### Keys")
+      in_keys = true;
+    else if (in_keys && line.rfind("#", 0) == 0)
+      break;
+    else if (in_keys && line.rfind("|", 0) == 0)
+      table += line + "\n";
   }
   const std::string expected = cac_engine::config_keys_markdown();
   if (table != expected) {
     const fs::path out = fs::temp_directory_path() / "cac_config_keys.md";
     std::ofstream(out) << expected;
-    FAIL_CHECK("docs/training.md's table under '### Keys' differs from the schema; the schema's table is in " << out.string());
+    FAIL_CHECK("docs/training.md's table under '### Keys' differs from the schema; the schema's table is in "
+               << out.string());
   }
   CHECK(std::count(table.begin(), table.end(), '\n') == static_cast<long>(cac_engine::config_schema().size()) + 2);
 }
 
 TEST_CASE("config: configs_dir() finds installed configs, the source tree's, or $CAC_CONFIGS_DIR", "[config]") {
-  const fs::path dir = write_files("configs_dir", {{"prefix/share/cac/configs/a.yaml", "{}\n"}, {"own/b.yaml", "{}\n"}});
+  const fs::path dir =
+      write_files("configs_dir", {{"prefix/share/cac/configs/a.yaml", "{}\n"}, {"own/b.yaml", "{}\n"}});
   fs::create_directories(dir / "prefix" / "bin");
   const char* saved = std::getenv("CAC_CONFIGS_DIR");
   const std::string saved_value = saved ? saved : "";
   unsetenv("CAC_CONFIGS_DIR");
-  CHECK(cac_engine::configs_dir(dir / "prefix" / "bin" / "cac-demo") == fs::weakly_canonical(dir / "prefix/share/cac/configs"));
+  CHECK(cac_engine::configs_dir(dir / "prefix" / "bin" / "cac-demo") ==
+        fs::weakly_canonical(dir / "prefix/share/cac/configs"));
   // Not installed (the build tree): the source tree's.
   const fs::path source = fs::weakly_canonical(fs::path(CAC_TEST_SOURCE_DIR) / ".." / "configs");
   CHECK(cac_engine::configs_dir(dir / "build" / "cac-demo") == source);
@@ -475,6 +526,8 @@ TEST_CASE("config: configs_dir() finds installed configs, the source tree's, or 
   CHECK_THROWS_WITH(cac_engine::configs_dir(),
                     Catch::Contains("expected the shipped configs in " + (dir / "nowhere").string()) &&
                         Catch::Contains("CAC_CONFIGS_DIR"));
-  if (saved) setenv("CAC_CONFIGS_DIR", saved_value.c_str(), 1);
-  else unsetenv("CAC_CONFIGS_DIR");
+  if (saved)
+    setenv("CAC_CONFIGS_DIR", saved_value.c_str(), 1);
+  else
+    unsetenv("CAC_CONFIGS_DIR");
 }

@@ -136,7 +136,7 @@ int run_scenario(const std::string& scenario) {
 
   if (scenario == "train") {
     if (env.world_size == 3) group->set_bucket_bytes(256);  // many buckets, tensors split across them
-    torch::manual_seed(100 + env.rank);                      // different initial weights per rank
+    torch::manual_seed(100 + env.rank);                     // different initial weights per rank
     TinyNet model(true, group);
     if (model->synchronized != 1) return 10;
     {
@@ -172,8 +172,7 @@ int run_scenario(const std::string& scenario) {
     write_text(dir / (rank_name + "_alone.json"), metrics_text(alone.metrics) + " " + std::to_string(alone.images));
     write_text(dir / (rank_name + "_shared.json"), metrics_text(shared.metrics) + " " + std::to_string(shared.images));
     write_text(dir / (rank_name + "_limited.txt"), std::to_string(limited.images));
-    if (!result.evaluations.empty())
-      write_text(dir / (rank_name + "_final.json"), metrics_text(result.final));
+    if (!result.evaluations.empty()) write_text(dir / (rank_name + "_final.json"), metrics_text(result.final));
     return 0;
   }
   if (scenario == "confusion") {
@@ -256,8 +255,8 @@ TEST_CASE("distributed worker", "[.][distributed-worker]") {
 }
 
 TEST_CASE("DistributedEnv reads torchrun and SLURM variables", "[distributed]") {
-  const char* names[] = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
-                         "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"};
+  const char* names[] = {"RANK",        "WORLD_SIZE",   "LOCAL_RANK",   "MASTER_ADDR",
+                         "MASTER_PORT", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"};
   std::map<std::string, std::string> saved;
   for (const char* name : names) {
     if (const char* value = std::getenv(name)) saved[name] = value;
@@ -442,8 +441,10 @@ TEST_CASE("launch_local sets the torchrun variables and forwards exit codes", "[
   CHECK(cac_engine::free_port() > 0);
 }
 
-TEST_CASE("cac_engine::train on 2 processes × batch 2 equals 1 process × batch 4; evaluation across ranks is exact; "
-          "resume on another world size", "[distributed]") {
+TEST_CASE(
+    "cac_engine::train on 2 processes × batch 2 equals 1 process × batch 4; evaluation across ranks is exact; "
+    "resume on another world size",
+    "[distributed]") {
   const fs::path dir = test_dir("engine");
   const fs::path single = test_dir("engine_single");
   fs::remove_all(single);

@@ -129,7 +129,8 @@ TEST_CASE("cac_io::AppendFile appends whole records and names the file on ENOSPC
   CHECK(read_text(dir / "log.jsonl") == "x\n");
   if (fs::exists("/dev/full")) {
     cac_io::AppendFile full("/dev/full");
-    CHECK_THROWS_WITH(full.append("record\n"), Contains("cac_io::append_file: cannot write /dev/full: No space left on device"));
+    CHECK_THROWS_WITH(full.append("record\n"),
+                      Contains("cac_io::append_file: cannot write /dev/full: No space left on device"));
   }
   fs::remove_all(dir);
 }
@@ -143,7 +144,8 @@ TEST_CASE("cac_io::publish_link gives a file a second name atomically", "[atomic
   cac_io::publish_link(dir / "b", dir / "latest");
   CHECK(read_text(dir / "latest") == "B");
   CHECK(names_in(dir) == std::vector<std::string>{"a", "b", "latest"});
-  CHECK_THROWS_WITH(cac_io::publish_link(dir / "missing", dir / "latest"), Contains("cannot write " + (dir / "latest").string()));
+  CHECK_THROWS_WITH(cac_io::publish_link(dir / "missing", dir / "latest"),
+                    Contains("cannot write " + (dir / "latest").string()));
   CHECK(read_text(dir / "latest") == "B");
   fs::remove_all(dir);
 }

@@ -27,8 +27,8 @@ TEST_CASE("trainer: k iterations + resume + k equal 2k iterations exactly (CPU)"
     cac_engine::train(config, cac_engine::TrainOptions().work_dir(dir / (tag + "_straight")).verbose(false));
     cac_engine::train(config, cac_engine::TrainOptions().work_dir(dir / (tag + "_split")).verbose(false).stop_at(3));
     CHECK(fs::exists(dir / (tag + "_split") / "iter_3.pt"));
-    const auto result =
-        cac_engine::train(config, cac_engine::TrainOptions().work_dir(dir / (tag + "_split")).verbose(false).resume(true));
+    const auto result = cac_engine::train(
+        config, cac_engine::TrainOptions().work_dir(dir / (tag + "_split")).verbose(false).resume(true));
     CHECK(result.iteration == 6);
     const auto a = weights(dir / (tag + "_straight") / "latest.pt", config);
     const auto b = weights(dir / (tag + "_split") / "latest.pt", config);
@@ -39,7 +39,8 @@ TEST_CASE("trainer: k iterations + resume + k equal 2k iterations exactly (CPU)"
     }
     // Not trivially equal: training moved the weights away from a fresh model's.
     const auto fresh = cac_engine::build_model(config);
-    CHECK_FALSE(torch::equal(fresh->named_parameters()["decode_head.conv_seg.weight"], a.at("decode_head.conv_seg.weight")));
+    CHECK_FALSE(
+        torch::equal(fresh->named_parameters()["decode_head.conv_seg.weight"], a.at("decode_head.conv_seg.weight")));
   }
 }
 
@@ -56,7 +57,8 @@ TEST_CASE("trainer: work directory, logs, keep-last and evaluation branches", "[
   CHECK(result.evaluations[0].iteration == 4);
   CHECK(result.evaluations[1].iteration == 8);
   CHECK(result.losses.size() == 4);
-  for (const char* file : {"config.yaml", "log.jsonl", "latest.pt", "best.pt", "curves.png", "iter_6.pt", "iter_8.pt"}) {
+  for (const char* file :
+       {"config.yaml", "log.jsonl", "latest.pt", "best.pt", "curves.png", "iter_6.pt", "iter_8.pt"}) {
     INFO(file);
     CHECK(fs::is_regular_file(dir / "run" / file));
   }
@@ -70,7 +72,8 @@ TEST_CASE("trainer: work directory, logs, keep-last and evaluation branches", "[
     const auto record = nlohmann::json::parse(line);
     if (record.at("mode") == "train") {
       ++train_lines;
-      for (const char* key : {"decode.loss_ce", "decode.loss_kl", "decode.loss_pre", "decode.loss_pre_self", "total", "lr"}) {
+      for (const char* key :
+           {"decode.loss_ce", "decode.loss_kl", "decode.loss_pre", "decode.loss_pre_self", "total", "lr"}) {
         CHECK(record.contains(key));
       }
     } else {
@@ -105,12 +108,14 @@ TEST_CASE("trainer: configuration and resume errors", "[trainer]") {
   const fs::path dir = fs::temp_directory_path() / "cac_trainer_errors";
   fs::remove_all(dir);
   Config config = tiny_config(dir / "data", false, 2);
-  CHECK_THROWS_WITH(cac_engine::train(config, cac_engine::TrainOptions().work_dir(dir / "none").resume(true).verbose(false)),
-                    Catch::Contains("cac_engine::CheckpointStore::resume: expected a checkpoint to resume from at"));
+  CHECK_THROWS_WITH(
+      cac_engine::train(config, cac_engine::TrainOptions().work_dir(dir / "none").resume(true).verbose(false)),
+      Catch::Contains("cac_engine::CheckpointStore::resume: expected a checkpoint to resume from at"));
   config.set("optimizer.type=adam");
   CHECK_THROWS_WITH(cac_engine::train(config, cac_engine::TrainOptions().work_dir(dir / "bad").verbose(false)),
                     Catch::Contains("key 'optimizer.type': expected one of sgd, adamw but got 'adam'"));
-  CHECK_THROWS_WITH(cac_engine::parse_device("gpu"), Catch::Contains("expected a device cpu, cuda or cuda:N but got 'gpu'"));
+  CHECK_THROWS_WITH(cac_engine::parse_device("gpu"),
+                    Catch::Contains("expected a device cpu, cuda or cuda:N but got 'gpu'"));
 }
 
 TEST_CASE("trainer: initial weights from a PyTorch .pth in mmseg and official CAC layouts", "[trainer]") {
@@ -124,14 +129,16 @@ TEST_CASE("trainer: initial weights from a PyTorch .pth in mmseg and official CA
   cac::io::write_state_dict(mmseg, (dir / "mmseg.pth").string());
   for (const auto& [key, value] : mmseg) {
     std::string renamed = key;
-    for (const auto& [from, to] : {std::pair<std::string, std::string>{"decode_head.cac.context_projector.", "decode_head.proj."},
-                                   {"decode_head.cac.oracle_projector.", "decode_head.apd_proj."}}) {
+    for (const auto& [from, to] :
+         {std::pair<std::string, std::string>{"decode_head.cac.context_projector.", "decode_head.proj."},
+          {"decode_head.cac.oracle_projector.", "decode_head.apd_proj."}}) {
       if (renamed.rfind(from, 0) == 0) renamed = to + renamed.substr(from.size());
     }
     official[renamed] = value;
   }
   cac::io::write_state_dict(official, (dir / "official.pth").string());
-  for (const auto& [file, layout] : {std::pair<const char*, const char*>{"mmseg.pth", "mmseg"}, {"official.pth", "cac"}}) {
+  for (const auto& [file, layout] :
+       {std::pair<const char*, const char*>{"mmseg.pth", "mmseg"}, {"official.pth", "cac"}}) {
     INFO(file);
     torch::manual_seed(12);
     auto target = cac_engine::build_model(config);
@@ -153,28 +160,31 @@ TEST_CASE("trainer: a cac-train checkpoint of another configuration is refused w
   const Config trained = tiny_config(dir / "data", true, 2);
   cac_engine::train(trained, cac_engine::TrainOptions().work_dir(dir / "run").verbose(false));
   const fs::path latest = dir / "run" / "latest.pt";
-  CHECK(cac_engine::is_engine_checkpoint(latest));
-  CHECK(cac_engine::is_engine_checkpoint(dir / "run" / "best.pt"));
+  CHECK(cac::io::is_torchscript_archive(latest.string()));
+  CHECK(cac::io::is_torchscript_archive((dir / "run" / "best.pt").string()));
   cac::io::write_state_dict(cac::io::state_dict_of(*cac_engine::build_model(trained)), (dir / "torch.pth").string());
-  CHECK_FALSE(cac_engine::is_engine_checkpoint(dir / "torch.pth"));
-  CHECK_FALSE(cac_engine::is_engine_checkpoint(dir / "run" / "config.yaml"));
-  CHECK_FALSE(cac_engine::is_engine_checkpoint(dir / "missing.pt"));
+  CHECK_FALSE(cac::io::is_torchscript_archive((dir / "torch.pth").string()));
+  CHECK_FALSE(cac::io::is_torchscript_archive((dir / "run" / "config.yaml").string()));
+  CHECK_FALSE(cac::io::is_torchscript_archive((dir / "missing.pt").string()));
 
   // Same model, 6 classes instead of 4: the file says what it is and the shapes that differ.
   Config six = tiny_config(dir / "data6", true, 2);
   six.set("model.num_classes=6");
   auto model = cac_engine::build_model(six);
-  CHECK_THROWS_WITH(cac_engine::load_pretrained(*model, latest, "mmseg"),
-                    Catch::Contains(latest.string() + " is a cac-train checkpoint of fcn_tiny + CAC with 4 classes, "
-                                    "not one of this model: 'decode_head.conv_seg.weight' has shape [4, ") &&
-                        Catch::Contains("but the model expects [6, ") && Catch::Contains("model.num_classes"));
+  CHECK_THROWS_WITH(
+      cac_engine::load_pretrained(*model, latest, "mmseg"),
+      Catch::Contains(latest.string() + " is a cac-train checkpoint of fcn_tiny + CAC with 4 classes, "
+                                        "not one of this model: 'decode_head.conv_seg.weight' has shape [4, ") &&
+          Catch::Contains("but the model expects [6, ") && Catch::Contains("model.num_classes"));
   // The baseline of the same model lacks the CAC keys the model expects.
   Config with_cac = tiny_config(dir / "data", true, 2);
-  cac_engine::train(tiny_config(dir / "data", false, 2), cac_engine::TrainOptions().work_dir(dir / "base").verbose(false));
+  cac_engine::train(tiny_config(dir / "data", false, 2),
+                    cac_engine::TrainOptions().work_dir(dir / "base").verbose(false));
   auto cac_model = cac_engine::build_model(with_cac);
   CHECK_THROWS_WITH(cac_engine::load_weights(*cac_model, dir / "base" / "latest.pt"),
                     Catch::Contains("is a cac-train checkpoint of fcn_tiny with 4 classes, not one of this model: the "
-                                    "model's key 'decode_head.cac.") && Catch::Contains("is missing"));
+                                    "model's key 'decode_head.cac.") &&
+                        Catch::Contains("is missing"));
   // best.pt stores no config: still a clear message.
   CHECK_THROWS_WITH(cac_engine::load_weights(*model, dir / "run" / "best.pt"),
                     Catch::Contains("is a checkpoint of cac-train, not one of this model"));
@@ -188,9 +198,10 @@ TEST_CASE("trainer: a work dir holding a run is resumed, replaced with overwrite
   cac_engine::train(config, options);
   std::ofstream(dir / "run" / "notes.txt") << "mine";
   const auto before = fs::last_write_time(dir / "run" / "latest.pt");
-  CHECK_THROWS_WITH(cac_engine::train(config, options),
-                    Catch::Contains("expected a work directory without a run but " + (dir / "run").string() +
-                                    " holds one") && Catch::Contains("use --resume to continue it, --overwrite to replace it"));
+  CHECK_THROWS_WITH(
+      cac_engine::train(config, options),
+      Catch::Contains("expected a work directory without a run but " + (dir / "run").string() + " holds one") &&
+          Catch::Contains("use --resume to continue it, --overwrite to replace it"));
   CHECK(fs::last_write_time(dir / "run" / "latest.pt") == before);  // refused before touching anything
   // overwrite: the old run's files go (iter_2.pt of a 2-iteration run is replaced by a 1-iteration run's iter_1.pt).
   Config one = config;
@@ -211,7 +222,8 @@ TEST_CASE("trainer: bfloat16 autocast on CPU (runtime.amp) trains with finite lo
     INFO("cac " << cac);
     Config config = tiny_config(dir / "data", cac, 4);
     config.set("runtime.amp=true");
-    const auto result = cac_engine::train(config, cac_engine::TrainOptions().work_dir(dir / (cac ? "cac" : "base")).verbose(false));
+    const auto result =
+        cac_engine::train(config, cac_engine::TrainOptions().work_dir(dir / (cac ? "cac" : "base")).verbose(false));
     CHECK(result.iteration == 4);
     for (const auto& [iter, loss] : result.losses) CHECK(std::isfinite(loss));
   }

@@ -40,7 +40,9 @@ cac_models::EncoderDecoder stub_model(bool global, std::shared_ptr<StubBackboneI
   auto stub = std::make_shared<StubBackboneImpl>(global);
   if (backbone) *backbone = stub;
   auto head = std::make_shared<cac_models::FCNHeadImpl>(
-      cac_models::FCNHeadOptions(cac_models::DecodeHeadOptions({kWidth}, kWidth, kClasses)).num_convs(0).concat_input(false));
+      cac_models::FCNHeadOptions(cac_models::DecodeHeadOptions({kWidth}, kWidth, kClasses))
+          .num_convs(0)
+          .concat_input(false));
   torch::nn::init::normal_(head->conv_seg->weight, 0.0, 1.0);  // mmseg's N(0, 0.01) makes near-uniform softmax
   cac_models::EncoderDecoder model(stub, head);
   model->eval();
@@ -126,7 +128,8 @@ TEST_CASE("inference: overlapping windows on a per-pixel model equal whole", "[i
     backbone->sizes.clear();
     const auto slide = InferenceOptions().mode("slide").crop({16, 20}).stride({7, 9}).softmax(softmax);
     check_close(predict_logits(model, image, slide), whole, 1e-5);
-    CHECK(backbone->sizes == std::vector<std::vector<int64_t>>{{int64_t(slide_windows(37, 45, {16, 20}, {7, 9}).size()), 16, 20}});
+    CHECK(backbone->sizes ==
+          std::vector<std::vector<int64_t>>{{int64_t(slide_windows(37, 45, {16, 20}, {7, 9}).size()), 16, 20}});
     check_close(predict_logits(model, image, InferenceOptions(slide).batch_crops(false)), whole, 1e-5);
     // Flipping commutes with a per-pixel model: flip-averaged == plain.
     check_close(predict_logits(model, image, InferenceOptions(slide).flip(true)), whole, 1e-5);
@@ -181,8 +184,8 @@ TEST_CASE("inference: multi-scale and flip", "[inference]") {
     CHECK(scores.sizes() == torch::IntArrayRef({1, kClasses, 60, 80}));
     CHECK(scores.sum(1).sub(1).abs().max().item<double>() < 1e-5);
     CHECK(predict(model, image, options, out_size).sizes() == torch::IntArrayRef({60, 80}));
-    const torch::Tensor slide = predict_logits(
-        model, image, InferenceOptions(options).mode("slide").crop({32, 32}).stride({21, 21}), out_size);
+    const torch::Tensor slide =
+        predict_logits(model, image, InferenceOptions(options).mode("slide").crop({32, 32}).stride({21, 21}), out_size);
     CHECK(slide.sizes() == torch::IntArrayRef({1, kClasses, 60, 80}));
     CHECK(torch::isfinite(slide).all().item<bool>());
   }
@@ -199,8 +202,7 @@ TEST_CASE("inference: the sizes each test scale runs at", "[inference]") {
   auto model = stub_model(false, &backbone);
   const torch::Tensor image = torch::randn({1, 3, 30, 40});
   predict_logits(model, image, InferenceOptions().scales({0.5, 1.5}).flip(true), {30, 40});
-  CHECK(backbone->sizes ==
-        std::vector<std::vector<int64_t>>{{1, 15, 20}, {1, 15, 20}, {1, 45, 60}, {1, 45, 60}});
+  CHECK(backbone->sizes == std::vector<std::vector<int64_t>>{{1, 15, 20}, {1, 15, 20}, {1, 45, 60}, {1, 45, 60}});
   // With mmseg's img_scale: mmcv's keep-ratio resize of the original (out_size) image to
   // (int(long·r), int(short·r)): r = 0.5 → (40, 20) → 20×27; r = 1 → (80, 40) → 40×53.
   backbone->sizes.clear();

@@ -13,7 +13,8 @@ using Catch::Matchers::Contains;
 namespace {
 
 std::filesystem::path write_log(const std::string& name, const std::string& text) {
-  const auto dir = std::filesystem::temp_directory_path() / ("cac_eval_curves_" + std::to_string(std::random_device{}()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("cac_eval_curves_" + std::to_string(std::random_device{}()));
   std::filesystem::create_directories(dir);
   std::ofstream(dir / name) << text;
   return dir / name;

@@ -15,8 +15,8 @@ namespace {
 
 // A fresh empty directory under the system temp directory.
 std::filesystem::path temp_dir(const std::string& name) {
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("cac_eval_" + name + "_" + std::to_string(std::random_device{}()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("cac_eval_" + name + "_" + std::to_string(std::random_device{}()));
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;
@@ -111,7 +111,8 @@ TEST_CASE("visualize: write_prediction writes the palette mask and the overlay",
   const auto dir = temp_dir("prediction");
   const Palette palette{{255, 0, 0}, {0, 0, 255}};
   const cv::Mat image(2, 3, CV_8UC3, cv::Scalar(0, 0, 0));
-  write_prediction(dir / "show", "a", image, torch::tensor({0, 1, 1, 0, 0, 1}, torch::kLong).view({2, 3}), palette, 0.5);
+  write_prediction(dir / "show", "a", image, torch::tensor({0, 1, 1, 0, 0, 1}, torch::kLong).view({2, 3}), palette,
+                   0.5);
   const cv::Mat mask = cv::imread((dir / "show" / "a.png").string(), cv::IMREAD_COLOR);
   const cv::Mat over = cv::imread((dir / "show" / "a_overlay.png").string(), cv::IMREAD_COLOR);
   REQUIRE(mask.size() == cv::Size(3, 2));
@@ -141,20 +142,22 @@ TEST_CASE("visualize: plot_curves", "[visualize]") {
   REQUIRE(image.rows == 500);
   CHECK(count_colour(image, blue) > 300);
   CHECK(count_colour(image, red) > 300);
-  CHECK(count_colour(image, curve_color(2)) > 20);  // isolated points and the legend sample
-  CHECK(count_colour(image, cv::Scalar(0, 0, 0)) > 200);  // axes, text
+  CHECK(count_colour(image, curve_color(2)) > 20);                        // isolated points and the legend sample
+  CHECK(count_colour(image, cv::Scalar(0, 0, 0)) > 200);                  // axes, text
   CHECK(count_colour(image, cv::Scalar(255, 255, 255)) > 900 * 500 / 2);  // mostly background
 
   SECTION("other sizes, fixed y range, no curves") {
-    const cv::Mat small = draw_curves(curves, PlotOptions().width(300).height(200).y_range({0.0, 1.0}).antialias(false));
+    const cv::Mat small =
+        draw_curves(curves, PlotOptions().width(300).height(200).y_range({0.0, 1.0}).antialias(false));
     CHECK(small.size() == cv::Size(300, 200));
     CHECK(count_colour(small, red) > 50);
     const cv::Mat empty = draw_curves({}, PlotOptions().title("nothing"));
     CHECK(empty.size() == cv::Size(900, 500));
   }
   SECTION("errors") {
-    CHECK_THROWS_WITH(draw_curves({{"bad", {1.0, 2.0}, {1.0}, std::nullopt}}),
-                      Contains("cac_eval::draw_curves: expected as many x as y values in curve \"bad\" but got 2 and 1"));
+    CHECK_THROWS_WITH(
+        draw_curves({{"bad", {1.0, 2.0}, {1.0}, std::nullopt}}),
+        Contains("cac_eval::draw_curves: expected as many x as y values in curve \"bad\" but got 2 and 1"));
     CHECK_THROWS_WITH(draw_curves(curves, PlotOptions().width(50)), Contains("expected a size of at least 200x150"));
     CHECK_THROWS_WITH(draw_curves(curves, PlotOptions().y_range({1.0, 0.0})), Contains("expected y_range empty"));
   }

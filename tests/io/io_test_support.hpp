@@ -19,7 +19,9 @@
 
 namespace io_test {
 
-inline std::string fixture(const std::string& name) { return std::string(CAC_TEST_SOURCE_DIR) + "/fixtures/io/" + name; }
+inline std::string fixture(const std::string& name) {
+  return std::string(CAC_TEST_SOURCE_DIR) + "/fixtures/io/" + name;
+}
 
 inline nlohmann::json read_json(const std::string& path) {
   std::ifstream in(path);

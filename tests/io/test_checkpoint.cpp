@@ -43,7 +43,9 @@ TEST_CASE("the objects around the state dict are readable", "[io][read]") {
     CHECK(classes->items[1]->text == "building");
     CHECK(meta->find("flags")->kind == cac::io::ValueKind::Set);
     CHECK(meta->find("raw")->kind == cac::io::ValueKind::Bytes);
-    CHECK(meta->find("raw")->text == std::string("\x00\xff" "bytes", 7));
+    CHECK(meta->find("raw")->text == std::string("\x00\xff"
+                                                 "bytes",
+                                                 7));
     CHECK(meta->find("big")->kind == cac::io::ValueKind::Object);  // 2**100 does not fit 64 bits
     CHECK(meta->find("big")->text == "builtins.int");
     REQUIRE(meta->find("big")->items.size() == 1);  // its bytes: 2**100 = 0x10 << (8 * 12)
@@ -75,24 +77,21 @@ TEST_CASE("the objects around the state dict are readable", "[io][read]") {
 }
 
 TEST_CASE("state dict entry selection", "[io][read]") {
-  SECTION("timm's {'model': ...}") {
-    CHECK(cac::io::read_state_dict(fixture("timm_model.pth")).size() == 10);
-  }
+  SECTION("timm's {'model': ...}") { CHECK(cac::io::read_state_dict(fixture("timm_model.pth")).size() == 10); }
   SECTION("an explicit entry") {
     const auto sd = cac::io::read_state_dict(fixture("mmcv_nested.pth"), cac::io::ReadOptions().entry("state_dict"));
     CHECK(sd.count("bn.running_var") == 1);
   }
   SECTION("an entry that is not there") {
-    const auto message = error_of([] {
-      cac::io::read_state_dict(fixture("mmcv_nested.pth"), cac::io::ReadOptions().entry("ema"));
-    });
+    const auto message =
+        error_of([] { cac::io::read_state_dict(fixture("mmcv_nested.pth"), cac::io::ReadOptions().entry("ema")); });
     CHECK_THAT(message, Catch::Contains("cac::io::read_state_dict") && Catch::Contains("mmcv_nested.pth") &&
                             Catch::Contains("'ema'"));
   }
   SECTION("non-tensor entries are skipped") {
     // The optimizer's top level {'state': ..., 'param_groups': ...} has no tensors at all.
-    const auto sd = cac::io::read_state_dict(fixture("mmcv_nested.pth"),
-                                             cac::io::ReadOptions().entry("optimizer").warn(false));
+    const auto sd =
+        cac::io::read_state_dict(fixture("mmcv_nested.pth"), cac::io::ReadOptions().entry("optimizer").warn(false));
     CHECK(sd.empty());
   }
 }
@@ -132,7 +131,9 @@ TEST_CASE("writer: an empty dict, a CPU copy of views, errors", "[io][write]") {
     CHECK(dir.temporaries().empty());
   }
   SECTION("unwritable directory") {
-    CHECK_THAT(error_of([&] { cac::io::write_state_dict({{"w", torch::ones(2)}}, dir.file("no/such/dir/x.pth")); }),
+    CHECK_THAT(error_of([&] {
+                 cac::io::write_state_dict({{"w", torch::ones(2)}}, dir.file("no/such/dir/x.pth"));
+               }),
                Catch::Contains("cannot open"));
   }
 }
@@ -146,7 +147,8 @@ TEST_CASE("unreadable files give clear errors", "[io][errors]") {
   SECTION("empty file") {
     write_bytes(dir.file("empty.pth"), "");
     CHECK_THAT(error_of([&] { cac::io::read_checkpoint(dir.file("empty.pth")); }),
-               Catch::Contains("empty.pth: expected a torch.save file (zip archive or legacy format) but got a file of 0 bytes"));
+               Catch::Contains(
+                   "empty.pth: expected a torch.save file (zip archive or legacy format) but got a file of 0 bytes"));
   }
   SECTION("text file") {
     write_bytes(dir.file("text.pth"), "hello, this is not a checkpoint\n");
@@ -172,14 +174,15 @@ TEST_CASE("unreadable files give clear errors", "[io][errors]") {
       std::string bytes = original;
       bytes[at] = static_cast<char>(bytes[at] ^ 0x5a);
       try {
-        auto sd = cac::io::read_checkpoint(bytes.data(), bytes.size(), "flipped.pth").state_dict(
-            cac::io::ReadOptions().warn(false));
+        auto sd = cac::io::read_checkpoint(bytes.data(), bytes.size(), "flipped.pth")
+                      .state_dict(cac::io::ReadOptions().warn(false));
         // A flip in padding, an unused field, a tensor's bytes or a size that stays inside its
         // storage: LibTorch's zip reader (like Python's torch.load) does not check CRCs, so such
         // files load; what matters is that every view stays inside its storage.
         ++loaded;
         for (const auto& [key, value] : sd) {
-          CHECK(value.storage_offset() + (value.numel() ? 1 : 0) <= value.storage().nbytes() / value.element_size() + 1);
+          CHECK(value.storage_offset() + (value.numel() ? 1 : 0) <=
+                value.storage().nbytes() / value.element_size() + 1);
         }
       } catch (const c10::Error& e) {
         ++rejected;
@@ -206,13 +209,37 @@ TEST_CASE("unreadable files give clear errors", "[io][errors]") {
   }
 }
 
+TEST_CASE("is_torchscript_archive tells LibTorch archives from torch.save files", "[io][read]") {
+  TempDir dir;
+  // LibTorch's torch::save writes a TorchScript-style archive (constants.pkl, like torch.jit.save);
+  // read_checkpoint refuses it and names it.
+  torch::save(torch::arange(3), dir.file("libtorch.pt"));
+  CHECK(cac::io::is_torchscript_archive(dir.file("libtorch.pt")));
+  CHECK_THAT(error_of([&] { cac::io::read_checkpoint(dir.file("libtorch.pt")); }),
+             Catch::Contains("libtorch.pt: expected a torch.save checkpoint but got a TorchScript archive"));
+  // torch.save files, zip (Python's and ours) and legacy, are not.
+  CHECK_FALSE(cac::io::is_torchscript_archive(fixture("ordered_dict.pth")));
+  CHECK_FALSE(cac::io::is_torchscript_archive(fixture("legacy.pth")));
+  cac::io::write_state_dict({{"w", torch::ones(2)}}, dir.file("ours.pth"));
+  CHECK_FALSE(cac::io::is_torchscript_archive(dir.file("ours.pth")));
+  // Anything else: false, never an exception.
+  write_bytes(dir.file("text.pt"), "hello");
+  write_bytes(dir.file("broken.pt"), std::string("PK\x03\x04", 4) + "not a zip at all");
+  CHECK_FALSE(cac::io::is_torchscript_archive(dir.file("text.pt")));
+  CHECK_FALSE(cac::io::is_torchscript_archive(dir.file("broken.pt")));
+  CHECK_FALSE(cac::io::is_torchscript_archive(dir.file("missing.pt")));
+  CHECK_FALSE(cac::io::is_torchscript_archive(dir.path.string()));
+}
+
 TEST_CASE("pickle interpreter: malformed programs", "[io][pickle]") {
   auto run = [](const std::string& program) {
     cac::io::Document document;
     cac::io::unpickle(program.data(), program.size(), "test.pkl", document);
     return document.root()->repr();
   };
-  CHECK(run(std::string("\x80\x02}q\x00(X\x01\x00\x00\x00" "aK\x05u.", 16)) == "{'a': 5}");
+  CHECK(run(std::string("\x80\x02}q\x00(X\x01\x00\x00\x00"
+                        "aK\x05u.",
+                        16)) == "{'a': 5}");
   CHECK(run("(K\x01K\x02l.") == "[1, 2]");
   CHECK_THAT(error_of([&] { run("\x80\x02}"); }), Catch::Contains("test.pkl: truncated pickle"));
   CHECK_THAT(error_of([&] { run(std::string("X\xff\xff\xff\x7f", 5)); }), Catch::Contains("truncated pickle"));
@@ -222,6 +249,9 @@ TEST_CASE("pickle interpreter: malformed programs", "[io][pickle]") {
   CHECK_THAT(error_of([&] { run("\xff."); }), Catch::Contains("unsupported pickle opcode 0xff"));
   CHECK_THAT(error_of([&] { run("(tQ."); }), Catch::Contains("expected no persistent ids"));
   SECTION("self-referencing list: no leak, no recursion") {
-    CHECK(run(std::string("]q\x00h\x00" "a.", 7)).size() < 100);
+    CHECK(run(std::string("]q\x00h\x00"
+                          "a.",
+                          7))
+              .size() < 100);
   }
 }

@@ -16,7 +16,8 @@ size_t pickles_offset(const std::string& bytes, int pickles) {
   for (int i = 0; i < pickles; ++i) {
     cac::io::Document document;
     pos += cac::io::unpickle(bytes.data() + pos, bytes.size() - pos, "scan", document, [](const cac::io::Value& pid) {
-      return at::empty({pid.items[4]->integer}, at::TensorOptions().dtype(cac::io::detail::storage_type_dtype(pid.items[1]->text)));
+      return at::empty({pid.items[4]->integer},
+                       at::TensorOptions().dtype(cac::io::detail::storage_type_dtype(pid.items[1]->text)));
     });
   }
   return pos;
@@ -213,12 +214,11 @@ TEST_CASE("legacy files: truncated or corrupted files give clear errors", "[io][
     }
   }
   SECTION("truncated in a pickle: which pickle, where") {
-    CHECK_THAT(read(original.substr(0, 40)),
-               Catch::Contains("old.pth (legacy torch.save system info pickle at byte") &&
-                   Catch::Contains("truncated pickle"));
-    CHECK_THAT(read(original.substr(0, section - 3)),
-               Catch::Contains("old.pth (legacy torch.save storage key list pickle") &&
-                   Catch::Contains("truncated pickle"));
+    CHECK_THAT(read(original.substr(0, 40)), Catch::Contains("old.pth (legacy torch.save system info pickle at byte") &&
+                                                 Catch::Contains("truncated pickle"));
+    CHECK_THAT(
+        read(original.substr(0, section - 3)),
+        Catch::Contains("old.pth (legacy torch.save storage key list pickle") && Catch::Contains("truncated pickle"));
   }
   SECTION("truncated in the storage section") {
     // 18 storages: 13 single tensors (f32 ... hand), the base of the five float views, param,
@@ -237,18 +237,22 @@ TEST_CASE("legacy files: truncated or corrupted files give clear errors", "[io][
   SECTION("wrong element count") {
     std::string bytes = original;
     bytes[section] = static_cast<char>(bytes[section] + 1);
-    CHECK_THAT(read(bytes), Catch::Contains("old.pth: storage '") && Catch::Contains("(1 of 18): expected 6 Float elements (as the main pickle says) but the "
-                                                "storage section says 7"));
+    CHECK_THAT(read(bytes),
+               Catch::Contains("old.pth: storage '") &&
+                   Catch::Contains("(1 of 18): expected 6 Float elements (as the main pickle says) but the "
+                                   "storage section says 7"));
   }
   SECTION("unknown storage type") {
-    CHECK_THAT(read(replace_once(original, "FloatStorage", "FlowtStorage")),
-               Catch::Contains("old.pth: expected a storage type such as torch.FloatStorage but got torch.FlowtStorage"));
+    CHECK_THAT(
+        read(replace_once(original, "FloatStorage", "FlowtStorage")),
+        Catch::Contains("old.pth: expected a storage type such as torch.FloatStorage but got torch.FlowtStorage"));
   }
   SECTION("bad magic number, protocol version") {
     std::string bytes = original;
     bytes[4] = static_cast<char>(bytes[4] ^ 1);  // a byte of the magic number
-    CHECK_THAT(read(bytes), Catch::Contains("old.pth: expected a torch.save file") &&
-                                Catch::Contains("but got a plain pickle file whose first object is <builtins.int object>"));
+    CHECK_THAT(read(bytes),
+               Catch::Contains("old.pth: expected a torch.save file") &&
+                   Catch::Contains("but got a plain pickle file whose first object is <builtins.int object>"));
     CHECK_THAT(read(replace_once(original, std::string("M\xe9\x03", 3), std::string("M\xea\x03", 3))),
                Catch::Contains("old.pth: expected the legacy torch.save protocol version 1001 after the magic number "
                                "but got 1002"));
@@ -259,7 +263,7 @@ TEST_CASE("legacy files: truncated or corrupted files give clear errors", "[io][
     std::string bytes = original;
     const size_t flag = bytes.find('\x88', at);  // NEWTRUE
     REQUIRE(flag < at + 24);
-    bytes[flag] = '\x89';                         // NEWFALSE
+    bytes[flag] = '\x89';  // NEWFALSE
     CHECK_THAT(read(bytes), Catch::Contains("old.pth: expected a file written on a little-endian machine but got one "
                                             "written on a big-endian machine"));
   }
@@ -284,9 +288,10 @@ TEST_CASE("legacy files: truncated or corrupted files give clear errors", "[io][
     if (bytes[at] == 'q') at += 2;  // BINPUT
     REQUIRE(bytes.substr(at, 2) == std::string("K\x06", 2));
     bytes.replace(at, 2, std::string("J\x00\x00\x00\x10", 5));
-    CHECK_THAT(read(bytes), Catch::Contains("old.pth: storage ") &&
-                                Catch::Contains(" of 268435456 Float elements (1073741824 bytes) cannot fit in the rest "
-                                                "of a file of 3000 bytes"));
+    CHECK_THAT(read(bytes),
+               Catch::Contains("old.pth: storage ") &&
+                   Catch::Contains(" of 268435456 Float elements (1073741824 bytes) cannot fit in the rest "
+                                   "of a file of 3000 bytes"));
   }
   SECTION("corrupted bytes: an error naming the file or a load, never a crash") {
     size_t loaded = 0, rejected = 0;

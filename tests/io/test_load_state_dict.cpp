@@ -46,8 +46,11 @@ cac::io::StateDict synthesize(const nlohmann::json& keys) {
 TEST_CASE("state_dict_of lists parameters and buffers", "[io][load]") {
   Net net;
   const auto sd = cac::io::state_dict_of(*net);
-  const std::vector<std::string> expected = {"bn.bias", "bn.num_batches_tracked", "bn.running_mean", "bn.running_var",
-                                             "bn.weight", "conv.bias", "conv.weight", "fc.bias", "fc.weight"};
+  const std::vector<std::string> expected = {"bn.bias",         "bn.num_batches_tracked",
+                                             "bn.running_mean", "bn.running_var",
+                                             "bn.weight",       "conv.bias",
+                                             "conv.weight",     "fc.bias",
+                                             "fc.weight"};
   std::vector<std::string> keys;
   for (const auto& entry : sd) keys.push_back(entry.first);
   CHECK(keys == expected);
@@ -76,18 +79,20 @@ TEST_CASE("load_state_dict copies parameters and buffers", "[io][load]") {
 TEST_CASE("strict loading of a mismatched checkpoint lists exactly the bad keys", "[io][load]") {
   Net net;
   auto sd = filled(cac::io::state_dict_of(*net), 0.5);
-  sd.erase("fc.bias");                               // missing
-  sd["fc.extra"] = torch::ones(3);                   // unexpected
-  sd["conv.weight"] = torch::ones({5, 3, 3, 3});     // other shape
-  sd.erase("bn.num_batches_tracked");                // allowed to be missing by default
+  sd.erase("fc.bias");                            // missing
+  sd["fc.extra"] = torch::ones(3);                // unexpected
+  sd["conv.weight"] = torch::ones({5, 3, 3, 3});  // other shape
+  sd.erase("bn.num_batches_tracked");             // allowed to be missing by default
 
   SECTION("strict: throws, lists them, copies nothing") {
     const auto before = net->fc->weight.clone();
     const auto message = error_of([&] { cac::io::load_state_dict(*net, sd); });
-    CHECK_THAT(message, Catch::Contains("cac::io::load_state_dict: expected the checkpoint's keys and shapes to match"));
+    CHECK_THAT(message,
+               Catch::Contains("cac::io::load_state_dict: expected the checkpoint's keys and shapes to match"));
     CHECK_THAT(message, Catch::Contains("missing keys:\n  fc.bias\n"));
     CHECK_THAT(message, Catch::Contains("unexpected keys:\n  fc.extra\n"));
-    CHECK_THAT(message, Catch::Contains("shape mismatches:\n  conv.weight: checkpoint [5, 3, 3, 3], module [4, 3, 3, 3]"));
+    CHECK_THAT(message,
+               Catch::Contains("shape mismatches:\n  conv.weight: checkpoint [5, 3, 3, 3], module [4, 3, 3, 3]"));
     CHECK_THAT(message, !Catch::Contains("num_batches_tracked"));
     CHECK(torch::equal(net->fc->weight, before));
   }
@@ -102,8 +107,8 @@ TEST_CASE("strict loading of a mismatched checkpoint lists exactly the bad keys"
     CHECK(torch::all(net->fc->weight == 0.5).item<bool>());
   }
   SECTION("num_batches_tracked reported when asked") {
-    const auto report =
-        cac::io::load_state_dict(*net, sd, cac::io::LoadOptions().strict(false).allow_missing_num_batches_tracked(false));
+    const auto report = cac::io::load_state_dict(
+        *net, sd, cac::io::LoadOptions().strict(false).allow_missing_num_batches_tracked(false));
     CHECK(report.missing_keys == std::vector<std::string>{"bn.num_batches_tracked", "fc.bias"});
   }
 }

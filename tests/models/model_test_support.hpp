@@ -72,8 +72,8 @@ inline void fill(torch::nn::Module& module) {
     const std::string& name = entry.first;
     torch::Tensor& t = entry.second;
     if (t.scalar_type() != torch::kLong) {
-      torch::Tensor v = torch::sin(torch::arange(t.numel(), torch::kDouble) * 0.37 + static_cast<double>(k))
-                            .reshape(t.sizes());
+      torch::Tensor v =
+          torch::sin(torch::arange(t.numel(), torch::kDouble) * 0.37 + static_cast<double>(k)).reshape(t.sizes());
       if (ends_with(name, "weight") && t.dim() >= 2) {
         v = v / std::sqrt(static_cast<double>(t[0].numel()));
       } else if (ends_with(name, "running_var")) {
@@ -131,8 +131,8 @@ inline torch::Tensor image(std::vector<int64_t> shape) {
 
 struct Golden {
   std::vector<int64_t> shape;
-  double sum;      // sum of the map
-  double weighted; // sum of map.flatten()[n] · cos(0.7 n)
+  double sum;       // sum of the map
+  double weighted;  // sum of map.flatten()[n] · cos(0.7 n)
   // L1 norm of the map (the scale of the tolerances); 0 when not given (HRNet's ReLU'd maps,
   // whose L1 norm is their sum).
   double abs_sum = 0;
@@ -159,7 +159,8 @@ inline double golden_deviation(const std::vector<torch::Tensor>& outputs, const 
     const double weighted = (flat * torch::cos(torch::arange(flat.numel(), torch::kDouble) * 0.7)).sum().item<double>();
     worst = std::max(worst, std::abs(sum - golden[i].sum) / scale);
     worst = std::max(worst, std::abs(weighted - golden[i].weighted) / scale);
-    if (golden[i].abs_sum > 0) worst = std::max(worst, std::abs(flat.abs().sum().item<double>() - golden[i].abs_sum) / scale);
+    if (golden[i].abs_sum > 0)
+      worst = std::max(worst, std::abs(flat.abs().sum().item<double>() - golden[i].abs_sum) / scale);
   }
   return worst;
 }

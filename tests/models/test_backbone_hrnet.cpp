@@ -76,16 +76,33 @@ TEST_CASE("hrnet: state-dict keys follow mmseg one-to-one", "[hrnet]") {
 
   auto params = model->named_parameters();
   auto buffers = model->named_buffers();
-  for (const char* key : {"conv1.weight", "bn1.weight", "bn1.bias", "conv2.weight", "bn2.bias",
-                          "layer1.0.conv1.weight", "layer1.0.conv3.weight", "layer1.0.bn3.weight",
-                          "layer1.0.downsample.0.weight", "layer1.0.downsample.1.weight", "layer1.3.bn2.bias",
-                          "transition1.0.0.weight", "transition1.0.1.weight", "transition1.1.0.0.weight",
-                          "transition1.1.0.1.bias", "transition2.2.0.0.weight", "transition3.3.0.0.weight",
-                          "stage2.0.branches.0.0.conv1.weight", "stage2.0.branches.1.3.bn2.weight",
-                          "stage2.0.fuse_layers.0.1.0.weight", "stage2.0.fuse_layers.0.1.1.weight",
-                          "stage2.0.fuse_layers.1.0.0.0.weight", "stage3.3.fuse_layers.2.0.0.0.weight",
-                          "stage3.3.fuse_layers.2.0.1.0.weight", "stage4.2.fuse_layers.0.3.0.weight",
-                          "stage4.2.fuse_layers.3.0.2.1.weight", "stage4.2.branches.3.3.conv2.weight"}) {
+  for (const char* key : {"conv1.weight",
+                          "bn1.weight",
+                          "bn1.bias",
+                          "conv2.weight",
+                          "bn2.bias",
+                          "layer1.0.conv1.weight",
+                          "layer1.0.conv3.weight",
+                          "layer1.0.bn3.weight",
+                          "layer1.0.downsample.0.weight",
+                          "layer1.0.downsample.1.weight",
+                          "layer1.3.bn2.bias",
+                          "transition1.0.0.weight",
+                          "transition1.0.1.weight",
+                          "transition1.1.0.0.weight",
+                          "transition1.1.0.1.bias",
+                          "transition2.2.0.0.weight",
+                          "transition3.3.0.0.weight",
+                          "stage2.0.branches.0.0.conv1.weight",
+                          "stage2.0.branches.1.3.bn2.weight",
+                          "stage2.0.fuse_layers.0.1.0.weight",
+                          "stage2.0.fuse_layers.0.1.1.weight",
+                          "stage2.0.fuse_layers.1.0.0.0.weight",
+                          "stage3.3.fuse_layers.2.0.0.0.weight",
+                          "stage3.3.fuse_layers.2.0.1.0.weight",
+                          "stage4.2.fuse_layers.0.3.0.weight",
+                          "stage4.2.fuse_layers.3.0.2.1.weight",
+                          "stage4.2.branches.3.3.conv2.weight"}) {
     INFO(key);
     CHECK(params.contains(key));
   }
@@ -142,8 +159,7 @@ TEST_CASE("hrnet: output channels, strides and sizes (even and odd inputs)", "[h
       const auto sizes = expected_sizes(hw.first, hw.second);
       REQUIRE(out.size() == 4);
       for (size_t i = 0; i < 4; ++i) {
-        CHECK(out[i].sizes() ==
-              torch::IntArrayRef({2, model->out_channels()[i], sizes[i][0], sizes[i][1]}));
+        CHECK(out[i].sizes() == torch::IntArrayRef({2, model->out_channels()[i], sizes[i][0], sizes[i][1]}));
       }
     }
   }
@@ -209,8 +225,7 @@ TEST_CASE("hrnet: outputs match the PyTorch port of mmseg (train and eval BN, od
       fill(*model);
     }
     model->train(c.train);
-    check_golden(model->forward(image(c.shape)), c.golden, c.train ? kTrainTolerance : kEvalTolerance,
-                 name.str());
+    check_golden(model->forward(image(c.shape)), c.golden, c.train ? kTrainTolerance : kEvalTolerance, name.str());
   }
 }
 
@@ -279,11 +294,13 @@ TEST_CASE("hrnet: invalid configurations and inputs", "[hrnet]") {
   auto stages = hrnetv2_stages(18);
   stages[2].num_channels({18, 36});
   CHECK_THROWS_AS(HRNet(stages), c10::Error);
-  CHECK_THROWS_WITH(HRNet(stages), Catch::Contains("cac_models::HRNet: expected stage3 to have as many num_channels as num_blocks"));
+  CHECK_THROWS_WITH(HRNet(stages),
+                    Catch::Contains("cac_models::HRNet: expected stage3 to have as many num_channels as num_blocks"));
   auto three = hrnetv2_stages(18);
   three.pop_back();
   CHECK_THROWS_WITH(HRNet(three), Catch::Contains("cac_models::HRNet: expected 4 stages but got 3"));
   auto model = hrnet(18);
-  CHECK_THROWS_WITH(model->forward(torch::randn({1, 1, 32, 32})),
-                    Catch::Contains("cac_models::HRNet: expected an input of shape [B, 3, H, W] but got [1, 1, 32, 32]"));
+  CHECK_THROWS_WITH(
+      model->forward(torch::randn({1, 1, 32, 32})),
+      Catch::Contains("cac_models::HRNet: expected an input of shape [B, 3, H, W] but got [1, 1, 32, 32]"));
 }

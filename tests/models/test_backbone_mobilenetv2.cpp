@@ -61,8 +61,7 @@ TEST_CASE("mobilenetv2: parameter counts", "[mobilenetv2]") {
   CHECK(count_parameters(*half) == 480320);
   CHECK(half->out_channels() == std::vector<int64_t>{16, 16, 48, 160});
   CHECK(MobileNetV2(MobileNetV2Options().out_indices({6}))->out_channels() == std::vector<int64_t>{320});
-  CHECK(MobileNetV2(MobileNetV2Options().out_indices({0, 3, 5}))->out_channels() ==
-        std::vector<int64_t>{16, 64, 160});
+  CHECK(MobileNetV2(MobileNetV2Options().out_indices({0, 3, 5}))->out_channels() == std::vector<int64_t>{16, 64, 160});
 }
 
 TEST_CASE("mobilenetv2: state-dict keys follow mmseg one-to-one", "[mobilenetv2]") {
@@ -211,27 +210,37 @@ TEST_CASE("mobilenetv2: outputs match the PyTorch port of mmseg (train and eval 
     std::vector<Golden> golden;
   };
   const std::vector<Case> cases{
-      {MobileNetV2Options::d8(), {1, 3, 64, 64}, true,
+      {MobileNetV2Options::d8(),
+       {1, 3, 64, 64},
+       true,
        {{{1, 24, 16, 16}, 233.4832918, -11.79710164, 2271.608267},
         {{1, 32, 8, 8}, 16.87125321, -37.09701109, 907.9453608},
         {{1, 96, 8, 8}, 16.92469544, 34.07600557, 2667.955713},
         {{1, 320, 8, 8}, 4.340565471, 18.97462916, 5061.672065}}},
-      {MobileNetV2Options::d8(), {1, 3, 64, 64}, false,
+      {MobileNetV2Options::d8(),
+       {1, 3, 64, 64},
+       false,
        {{{1, 24, 16, 16}, 183.0375394, 1.702365334, 663.9601724},
         {{1, 32, 8, 8}, 17.16718796, -0.0073719956, 318.1978713},
         {{1, 96, 8, 8}, -0.02202213742, 0.7685603194, 1392.37628},
         {{1, 320, 8, 8}, 19.36259989, -0.04060366508, 2564.587475}}},
-      {MobileNetV2Options::d8(), {2, 3, 66, 50}, true,
+      {MobileNetV2Options::d8(),
+       {2, 3, 66, 50},
+       true,
        {{{2, 24, 17, 13}, 403.1234474, -21.32036756, 3851.585148},
         {{2, 32, 9, 7}, 33.21528058, 9.203719419, 1775.350883},
         {{2, 96, 9, 7}, 33.32047115, 94.32947433, 5223.713362},
         {{2, 320, 9, 7}, 8.545485897, 56.01456354, 9892.006093}}},
-      {MobileNetV2Options::d8(), {2, 3, 66, 50}, false,
+      {MobileNetV2Options::d8(),
+       {2, 3, 66, 50},
+       false,
        {{{2, 24, 17, 13}, 315.9762223, 0.6799605415, 1146.288232},
         {{2, 32, 9, 7}, 33.89666025, -0.007232952372, 625.4389788},
         {{2, 96, 9, 7}, -0.03346102359, -0.1563162513, 2739.446328},
         {{2, 320, 9, 7}, 38.15281762, 0.003751868899, 5033.411071}}},
-      {MobileNetV2Options(), {1, 3, 64, 64}, false,
+      {MobileNetV2Options(),
+       {1, 3, 64, 64},
+       false,
        {{{1, 24, 16, 16}, 183.0375394, 1.702365334, 663.9601724},
         {{1, 32, 8, 8}, 17.16718796, -0.0073719956, 318.1978713},
         {{1, 96, 4, 4}, 0.05726963887, -0.006591321445, 346.9862629},
@@ -249,8 +258,7 @@ TEST_CASE("mobilenetv2: outputs match the PyTorch port of mmseg (train and eval 
       fill(*model);
     }
     model->train(c.train);
-    check_golden(model->forward(image(c.shape)), c.golden, c.train ? kTrainTolerance : kEvalTolerance,
-                 name.str());
+    check_golden(model->forward(image(c.shape)), c.golden, c.train ? kTrainTolerance : kEvalTolerance, name.str());
   }
 }
 
@@ -325,8 +333,9 @@ TEST_CASE("mobilenetv2: invalid configurations and inputs", "[mobilenetv2]") {
                     Catch::Contains("cac_models::MobileNetV2: expected a positive widen_factor but got 0"));
   CHECK_THROWS_WITH(MobileNetV2(MobileNetV2Options().strides({1, 2, 2, 2})),
                     Catch::Contains("cac_models::MobileNetV2: expected 7 strides and 7 dilations but got 4 and 7"));
-  CHECK_THROWS_WITH(MobileNetV2(MobileNetV2Options().out_indices({1, 7})),
-                    Catch::Contains("cac_models::MobileNetV2: expected increasing out_indices in [0, 6] but got [1, 7]"));
+  CHECK_THROWS_WITH(
+      MobileNetV2(MobileNetV2Options().out_indices({1, 7})),
+      Catch::Contains("cac_models::MobileNetV2: expected increasing out_indices in [0, 6] but got [1, 7]"));
   CHECK_THROWS_WITH(MobileNetV2(MobileNetV2Options().out_indices({})),
                     Catch::Contains("cac_models::MobileNetV2: expected at least one out index but got none"));
   CHECK_THROWS_WITH(MobileNetV2(MobileNetV2Options().strides({1, 2, 3, 2, 1, 2, 1})),
@@ -338,6 +347,7 @@ TEST_CASE("mobilenetv2: invalid configurations and inputs", "[mobilenetv2]") {
   CHECK_THROWS_WITH(InvertedResidual(InvertedResidualOptions(16, 24, 6).stride(3)),
                     Catch::Contains("cac_models::InvertedResidual: expected stride 1 or 2 but got 3"));
   auto model = MobileNetV2(MobileNetV2Options());
-  CHECK_THROWS_WITH(model->forward(torch::randn({1, 4, 32, 32})),
-                    Catch::Contains("cac_models::MobileNetV2: expected an input of shape [B, 3, H, W] but got [1, 4, 32, 32]"));
+  CHECK_THROWS_WITH(
+      model->forward(torch::randn({1, 4, 32, 32})),
+      Catch::Contains("cac_models::MobileNetV2: expected an input of shape [B, 3, H, W] but got [1, 4, 32, 32]"));
 }

@@ -162,7 +162,8 @@ TEST_CASE("resnet: D8 dilations, paddings and strides (contract_dilation)", "[re
     CHECK(dilation(conv(*model, "layer2.1.conv2")) == 1);
     std::ostringstream printed;
     model->pretty_print(printed);
-    CHECK(printed.str() == "cac_models::ResNet(depth=50, deep_stem=true, strides=(1, 2, 1, 1), dilations=(1, 1, 2, 4))");
+    CHECK(printed.str() ==
+          "cac_models::ResNet(depth=50, deep_stem=true, strides=(1, 2, 1, 1), dilations=(1, 1, 2, 4))");
   }
   SECTION("contract_dilation false: every block of the layer uses the full dilation") {
     auto model = ResNet(d8(50).contract_dilation(false));
@@ -253,49 +254,76 @@ TEST_CASE("resnet: outputs match the PyTorch port of mmseg (train and eval BN, D
     std::vector<Golden> golden;
   };
   const std::vector<Case> cases{
-      {"ResNetV1c-50", ResNetOptions(50), {1, 3, 128, 128}, true,
+      {"ResNetV1c-50",
+       ResNetOptions(50),
+       {1, 3, 128, 128},
+       true,
        {{{1, 256, 32, 32}, 83572.07165, 59.24586597, 83572.07165},
         {{1, 512, 16, 16}, 50068.05881, 84.26005486, 50068.05881},
         {{1, 1024, 8, 8}, 31999.32568, 101.9839148, 31999.32568},
         {{1, 2048, 4, 4}, 10899.06591, 24.70051343, 10899.06591}}},
-      {"ResNetV1c-50", ResNetOptions(50), {1, 3, 64, 64}, false,
+      {"ResNetV1c-50",
+       ResNetOptions(50),
+       {1, 3, 64, 64},
+       false,
        {{{1, 256, 16, 16}, 7006.849804, -0.9306286694, 7006.849804},
         {{1, 512, 8, 8}, 5226.300973, 0.4637937449, 5226.300973},
         {{1, 1024, 4, 4}, 4103.478648, -0.09767978631, 4103.478648},
         {{1, 2048, 2, 2}, 1337.403173, 0.5066997297, 1337.403173}}},
-      {"ResNetV1c-50", ResNetOptions(50), {2, 3, 66, 50}, true,
+      {"ResNetV1c-50",
+       ResNetOptions(50),
+       {2, 3, 66, 50},
+       true,
        {{{2, 256, 17, 13}, 36934.10134, 92.29627521, 36934.10134},
         {{2, 512, 9, 7}, 24991.99102, -90.52415991, 24991.99102},
         {{2, 1024, 5, 4}, 20020.92442, 14.47172496, 20020.92442},
         {{2, 2048, 3, 2}, 8233.784385, 37.9557398, 8233.784385}}},
-      {"ResNetV1c-50", ResNetOptions(50), {2, 3, 66, 50}, false,
+      {"ResNetV1c-50",
+       ResNetOptions(50),
+       {2, 3, 66, 50},
+       false,
        {{{2, 256, 17, 13}, 12089.34377, 0.2811096913, 12089.34377},
         {{2, 512, 9, 7}, 10288.20455, 0.2260685465, 10288.20455},
         {{2, 1024, 5, 4}, 10258.70738, 0.6322655595, 10258.70738},
         {{2, 2048, 3, 2}, 4013.151223, -1.625976874, 4013.151223}}},
-      {"ResNetV1c-50 D8", d8(50), {1, 3, 64, 64}, false,
+      {"ResNetV1c-50 D8",
+       d8(50),
+       {1, 3, 64, 64},
+       false,
        {{{1, 256, 16, 16}, 7006.849804, -0.9306286694, 7006.849804},
         {{1, 512, 8, 8}, 5226.300973, 0.4637937449, 5226.300973},
         {{1, 1024, 8, 8}, 16414.16737, -2.128926214, 16414.16737},
         {{1, 2048, 8, 8}, 21399.36493, 0.2351054026, 21399.36493}}},
-      {"ResNetV1c-50 D8", d8(50), {2, 3, 66, 50}, true,
+      {"ResNetV1c-50 D8",
+       d8(50),
+       {2, 3, 66, 50},
+       true,
        {{{2, 256, 17, 13}, 36934.10134, 92.29627521, 36934.10134},
         {{2, 512, 9, 7}, 24991.99102, -90.52415991, 24991.99102},
         {{2, 1024, 9, 7}, 63022.4259, -54.98396094, 63022.4259},
         {{2, 2048, 9, 7}, 85393.54969, 205.2379828, 85393.54969}}},
-      {"ResNetV1c-18 D8", d8(18), {1, 3, 64, 64}, false,
+      {"ResNetV1c-18 D8",
+       d8(18),
+       {1, 3, 64, 64},
+       false,
        {{{1, 64, 16, 16}, 1394.808396, 0.03578848716, 1394.808396},
         {{1, 128, 8, 8}, 761.0018016, 0.2624116356, 761.0018016},
         {{1, 256, 8, 8}, 1621.265185, -0.02777302806, 1621.265185},
         {{1, 512, 8, 8}, 3805.638493, 0.05505007618, 3805.638493}}},
       // Train-mode BN is more sensitive to the structure: dilating conv2 of the BasicBlocks (which mmseg
       // does not do) moves the outputs by 2e-3 of their L1 norm here, by 1.4e-4 in the eval case above.
-      {"ResNetV1c-18 D8", d8(18), {2, 3, 66, 50}, true,
+      {"ResNetV1c-18 D8",
+       d8(18),
+       {2, 3, 66, 50},
+       true,
        {{{2, 64, 17, 13}, 12846.98579, -10.0708808, 12846.98579},
         {{2, 128, 9, 7}, 4308.307446, 14.20500124, 4308.307446},
         {{2, 256, 9, 7}, 8448.994375, 5.651941917, 8448.994375},
         {{2, 512, 9, 7}, 16962.45479, 42.61175831, 16962.45479}}},
-      {"ResNet-50 7x7 stem", ResNetOptions(50).deep_stem(false), {1, 3, 64, 64}, false,
+      {"ResNet-50 7x7 stem",
+       ResNetOptions(50).deep_stem(false),
+       {1, 3, 64, 64},
+       false,
        {{{1, 256, 16, 16}, 7074.780914, -1.224901331, 7074.780914},
         {{1, 512, 8, 8}, 5238.18349, 0.519710871, 5238.18349},
         {{1, 1024, 4, 4}, 4109.00617, -1.12972989, 4109.00617},
@@ -312,8 +340,7 @@ TEST_CASE("resnet: outputs match the PyTorch port of mmseg (train and eval BN, D
       fill(*model);
     }
     model->train(c.train);
-    check_golden(model->forward(image(c.shape)), c.golden, c.train ? kTrainTolerance : kEvalTolerance,
-                 name.str());
+    check_golden(model->forward(image(c.shape)), c.golden, c.train ? kTrainTolerance : kEvalTolerance, name.str());
   }
 }
 
@@ -418,13 +445,15 @@ TEST_CASE("resnet: invalid configurations and inputs", "[resnet]") {
   CHECK_THROWS_WITH(ResNet(ResNetOptions(50).dilations({1, 1, 0, 1})),
                     Catch::Contains("cac_models::ResNet: expected positive strides and dilations but got strides "
                                     "[1, 2, 2, 2] and dilations [1, 1, 0, 1]"));
-  CHECK_THROWS_WITH(ResidualBlock(ResidualBlockOptions(ResidualBlockType::Basic, 64, 64).stride(0)),
-                    Catch::Contains("cac_models::ResidualBlock: expected positive in_channels, planes, stride and dilation"));
+  CHECK_THROWS_WITH(
+      ResidualBlock(ResidualBlockOptions(ResidualBlockType::Basic, 64, 64).stride(0)),
+      Catch::Contains("cac_models::ResidualBlock: expected positive in_channels, planes, stride and dilation"));
   CHECK_THROWS_WITH(make_res_layer(ResidualBlockType::Basic, 64, 64, 0),
                     Catch::Contains("cac_models::make_res_layer: expected a positive number of blocks but got 0"));
   auto model = ResNet(ResNetOptions(18));
-  CHECK_THROWS_WITH(model->forward(torch::randn({1, 1, 32, 32})),
-                    Catch::Contains("cac_models::ResNet: expected an input of shape [B, 3, H, W] but got [1, 1, 32, 32]"));
+  CHECK_THROWS_WITH(
+      model->forward(torch::randn({1, 1, 32, 32})),
+      Catch::Contains("cac_models::ResNet: expected an input of shape [B, 3, H, W] but got [1, 1, 32, 32]"));
   CHECK_THROWS_WITH(model->forward(torch::randn({3, 32, 32})),
                     Catch::Contains("cac_models::ResNet: expected an input of shape [B, 3, H, W] but got [3, 32, 32]"));
 }

@@ -78,7 +78,8 @@ TEST_CASE("swin: options change the parameters as in mmseg", "[swin]") {
   auto no_norm = SwinTransformer(SwinTransformerOptions::tiny().patch_norm(false));
   CHECK(count_parameters(*no_norm) == 27515130);
   auto params = no_norm->named_parameters();
-  for (const char* key : {"patch_embed.norm.weight", "stages.0.downsample.norm.weight", "stages.2.downsample.norm.bias"}) {
+  for (const char* key :
+       {"patch_embed.norm.weight", "stages.0.downsample.norm.weight", "stages.2.downsample.norm.bias"}) {
     INFO(key);
     CHECK_FALSE(params.contains(key));
   }
@@ -171,7 +172,8 @@ TEST_CASE("swin: state-dict keys follow mmseg one-to-one", "[swin]") {
 
   std::ostringstream printed;
   model->pretty_print(printed);
-  CHECK(printed.str() == "cac_models::SwinTransformer(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7)");
+  CHECK(printed.str() ==
+        "cac_models::SwinTransformer(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7)");
 }
 
 TEST_CASE("swin: output channels, strides and sizes (even and odd inputs)", "[swin]") {
@@ -223,35 +225,53 @@ TEST_CASE("swin: outputs match the PyTorch port of mmseg (window padding, shift 
   };
   const std::vector<Case> cases{
       // 16x16 tokens: windows of 7 need padding (to 21, 14, 7, 7) and the shift masks.
-      {"Swin-T", SwinTransformerOptions::tiny().drop_path_rate(0.3), {1, 3, 64, 64}, false,
+      {"Swin-T",
+       SwinTransformerOptions::tiny().drop_path_rate(0.3),
+       {1, 3, 64, 64},
+       false,
        {{{1, 96, 16, 16}, 246.0063727, -0.1679021582, 6278.697386},
         {{1, 192, 8, 8}, -18.19678907, 0.5119120758, 2782.843106},
         {{1, 384, 4, 4}, -4.180902049, -0.9850589574, 1519.580519},
         {{1, 768, 2, 2}, 1.637856885, 4.137009741, 820.1573636}}},
       // 61x75: the patch embedding pads to 64x76 (16x19 tokens), the patch merging 16x19 -> 16x20 and
       // 4x5 -> 4x6.
-      {"Swin-T", SwinTransformerOptions::tiny().drop_path_rate(0.3), {2, 3, 61, 75}, false,
+      {"Swin-T",
+       SwinTransformerOptions::tiny().drop_path_rate(0.3),
+       {2, 3, 61, 75},
+       false,
        {{{2, 96, 16, 19}, 601.9883581, 0.465360018, 14875.11377},
         {{2, 192, 8, 10}, -45.50350172, 0.04139010494, 6957.590499},
         {{2, 384, 4, 5}, -10.45231953, -0.1834581145, 3798.900191},
         {{2, 768, 2, 3}, 4.914996011, 0.9443315789, 2460.446202}}},
       // 56x56 tokens: full windows at every stage (8x8, 4x4, 2x2, 1x1 windows), no padding.
-      {"small Swin", small().drop_path_rate(0.3), {1, 3, 224, 224}, false,
+      {"small Swin",
+       small().drop_path_rate(0.3),
+       {1, 3, 224, 224},
+       false,
        {{{1, 32, 56, 56}, 532.6292386, 1.725603409, 25590.04355},
         {{1, 64, 28, 28}, -686.1295057, 1.268217835, 11903.27263},
         {{1, 128, 14, 14}, -1.400759283, 1.342258892, 6134.491144},
         {{1, 256, 7, 7}, 3.880877145, 0.41950271, 2883.114887}}},
-      {"Swin-T, bias tables x30", SwinTransformerOptions::tiny().drop_path_rate(0.3), {1, 3, 64, 64}, true,
+      {"Swin-T, bias tables x30",
+       SwinTransformerOptions::tiny().drop_path_rate(0.3),
+       {1, 3, 64, 64},
+       true,
        {{{1, 96, 16, 16}, 246.005995, -0.1678247292, 6278.693367},
         {{1, 192, 8, 8}, -18.19691935, 0.5128632688, 2782.851106},
         {{1, 384, 4, 4}, -4.180799285, -0.9848725906, 1519.577808},
         {{1, 768, 2, 2}, 1.641199461, 4.146702592, 820.0068386}}},
-      {"Swin-T, bias tables x30", SwinTransformerOptions::tiny().drop_path_rate(0.3), {2, 3, 61, 75}, true,
+      {"Swin-T, bias tables x30",
+       SwinTransformerOptions::tiny().drop_path_rate(0.3),
+       {2, 3, 61, 75},
+       true,
        {{{2, 96, 16, 19}, 601.9877424, 0.4718426085, 14875.13184},
         {{2, 192, 8, 10}, -45.50349391, 0.04022131675, 6957.555585},
         {{2, 384, 4, 5}, -10.4519988, -0.1839768831, 3798.872369},
         {{2, 768, 2, 3}, 4.920022548, 0.9477447636, 2460.218176}}},
-      {"small Swin, bias tables x30", small().drop_path_rate(0.3), {1, 3, 224, 224}, true,
+      {"small Swin, bias tables x30",
+       small().drop_path_rate(0.3),
+       {1, 3, 224, 224},
+       true,
        {{{1, 32, 56, 56}, 532.4400167, 1.604360459, 25581.87716},
         {{1, 64, 28, 28}, -686.1392278, 1.276632395, 11903.20196},
         {{1, 128, 14, 14}, -1.400810231, 1.341810662, 6134.489218},
@@ -331,8 +351,10 @@ TEST_CASE("swin: invalid configurations and inputs", "[swin]") {
                                     "drop_path_rate in [0, 1)"));
   CHECK_THROWS_AS(SwinTransformer(SwinTransformerOptions().attn_drop_rate(-0.1)), c10::Error);
   auto model = SwinTransformer(small());
-  CHECK_THROWS_WITH(model->forward(torch::randn({1, 1, 32, 32})),
-                    Catch::Contains("cac_models::SwinTransformer: expected an input of shape [B, 3, H, W] but got [1, 1, 32, 32]"));
-  CHECK_THROWS_WITH(model->forward(torch::randn({3, 32, 32})),
-                    Catch::Contains("cac_models::SwinTransformer: expected an input of shape [B, 3, H, W] but got [3, 32, 32]"));
+  CHECK_THROWS_WITH(
+      model->forward(torch::randn({1, 1, 32, 32})),
+      Catch::Contains("cac_models::SwinTransformer: expected an input of shape [B, 3, H, W] but got [1, 1, 32, 32]"));
+  CHECK_THROWS_WITH(
+      model->forward(torch::randn({3, 32, 32})),
+      Catch::Contains("cac_models::SwinTransformer: expected an input of shape [B, 3, H, W] but got [3, 32, 32]"));
 }

@@ -106,18 +106,17 @@ TEST_CASE("backbone checkpoints get the backbone prefix", "[models][convert]") {
 }
 
 TEST_CASE("official Swin keys convert as mmseg's swin_converter does", "[models][convert]") {
-  cac::io::StateDict sd{
-      {"patch_embed.proj.weight", torch::zeros({96, 3, 4, 4})},
-      {"patch_embed.norm.weight", torch::zeros(96)},
-      {"layers.0.blocks.0.attn.qkv.weight", torch::zeros({288, 96})},
-      {"layers.0.blocks.0.attn.relative_position_index", torch::zeros({49, 49}, torch::kLong)},
-      {"layers.0.blocks.0.mlp.fc1.bias", torch::zeros(384)},
-      {"layers.0.blocks.0.mlp.fc2.weight", torch::zeros({96, 384})},
-      {"layers.0.blocks.1.attn_mask", torch::zeros({64, 49, 49})},
-      {"layers.0.downsample.reduction.weight", torch::arange(8, torch::kFloat).reshape({1, 8})},
-      {"layers.0.downsample.norm.bias", torch::arange(8, torch::kFloat)},
-      {"norm.weight", torch::zeros(768)},
-      {"head.weight", torch::zeros({1000, 768})}};
+  cac::io::StateDict sd{{"patch_embed.proj.weight", torch::zeros({96, 3, 4, 4})},
+                        {"patch_embed.norm.weight", torch::zeros(96)},
+                        {"layers.0.blocks.0.attn.qkv.weight", torch::zeros({288, 96})},
+                        {"layers.0.blocks.0.attn.relative_position_index", torch::zeros({49, 49}, torch::kLong)},
+                        {"layers.0.blocks.0.mlp.fc1.bias", torch::zeros(384)},
+                        {"layers.0.blocks.0.mlp.fc2.weight", torch::zeros({96, 384})},
+                        {"layers.0.blocks.1.attn_mask", torch::zeros({64, 49, 49})},
+                        {"layers.0.downsample.reduction.weight", torch::arange(8, torch::kFloat).reshape({1, 8})},
+                        {"layers.0.downsample.norm.bias", torch::arange(8, torch::kFloat)},
+                        {"norm.weight", torch::zeros(768)},
+                        {"head.weight", torch::zeros({1000, 768})}};
   const auto out = convert_state_dict(sd, CheckpointSource::OfficialSwin);
   const std::vector<std::string> expected = {"backbone.norm.weight",
                                              "backbone.patch_embed.norm.weight",

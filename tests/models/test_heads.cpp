@@ -54,8 +54,7 @@ DecodeHeadOptions single(int64_t index, int64_t channels = kChannels) {
 }
 
 std::shared_ptr<DecodeHeadImpl> aux_head() {
-  return std::make_shared<FCNHeadImpl>(
-      FCNHeadOptions(single(2, 8).loss_weight(0.4)).num_convs(1).concat_input(false));
+  return std::make_shared<FCNHeadImpl>(FCNHeadOptions(single(2, 8).loss_weight(0.4)).num_convs(1).concat_input(false));
 }
 
 // Every head family as its segmentor (FCN and DeepLabV3+ and UperNet with an auxiliary head,
@@ -66,11 +65,11 @@ EncoderDecoder make(const std::string& family, bool cac) {
     return EncoderDecoder(backbone, std::make_shared<FCNHeadImpl>(FCNHeadOptions(single(3).cac(cac))), aux_head());
   }
   if (family == "aspp") {
-    return EncoderDecoder(backbone,
-                          std::make_shared<DepthwiseSeparableASPPHeadImpl>(DepthwiseSeparableASPPHeadOptions(
-                              single(3).cac(cac), kStages[0], 6)
-                                                                                .dilations({1, 2, 3})),
-                          aux_head());
+    return EncoderDecoder(
+        backbone,
+        std::make_shared<DepthwiseSeparableASPPHeadImpl>(
+            DepthwiseSeparableASPPHeadOptions(single(3).cac(cac), kStages[0], 6).dilations({1, 2, 3})),
+        aux_head());
   }
   if (family == "uper") {
     auto options = DecodeHeadOptions(kStages, kChannels, kClasses)
@@ -158,8 +157,9 @@ TEST_CASE("heads: head outputs at the feature resolution", "[heads]") {
   const torch::Tensor prev = torch::randn({2, kClasses, 16, 16});
   CHECK(ocr.forward_test(x, prev).sizes() == torch::IntArrayRef({2, kClasses, 16, 16}));
   CHECK_THROWS_WITH(ocr.features(x), Catch::Contains("cac_models::OCRHead: expected the previous head's logits"));
-  CHECK_THROWS_WITH(ocr.forward_test(x, torch::randn({2, kClasses, 8, 8})),
-                    Catch::Contains("cac_models::OCRHead: expected the previous head's logits of shape [2, n, 16, 16]"));
+  CHECK_THROWS_WITH(
+      ocr.forward_test(x, torch::randn({2, kClasses, 8, 8})),
+      Catch::Contains("cac_models::OCRHead: expected the previous head's logits of shape [2, n, 16, 16]"));
 }
 
 TEST_CASE("heads: parameter names follow mmseg's state-dict keys", "[heads]") {
@@ -177,10 +177,11 @@ TEST_CASE("heads: parameter names follow mmseg's state-dict keys", "[heads]") {
 
   const auto aspp = keys(*make("aspp", false));
   for (const char* key :
-       {"decode_head.image_pool.1.conv.weight", "decode_head.image_pool.1.bn.weight", "decode_head.aspp_modules.0.conv.weight",
-        "decode_head.aspp_modules.1.depthwise_conv.conv.weight", "decode_head.aspp_modules.2.pointwise_conv.bn.bias",
-        "decode_head.bottleneck.conv.weight", "decode_head.c1_bottleneck.conv.weight",
-        "decode_head.sep_bottleneck.0.depthwise_conv.conv.weight", "decode_head.sep_bottleneck.1.pointwise_conv.bn.running_var"}) {
+       {"decode_head.image_pool.1.conv.weight", "decode_head.image_pool.1.bn.weight",
+        "decode_head.aspp_modules.0.conv.weight", "decode_head.aspp_modules.1.depthwise_conv.conv.weight",
+        "decode_head.aspp_modules.2.pointwise_conv.bn.bias", "decode_head.bottleneck.conv.weight",
+        "decode_head.c1_bottleneck.conv.weight", "decode_head.sep_bottleneck.0.depthwise_conv.conv.weight",
+        "decode_head.sep_bottleneck.1.pointwise_conv.bn.running_var"}) {
     CHECK(aspp.count(key) == 1);
   }
   CHECK(aspp.count("decode_head.cac.context_projector.0.weight") == 0);
@@ -289,7 +290,7 @@ TEST_CASE("heads: the CAC variant keeps the baseline logits p with the same weig
     CHECK(torch::equal(fb, fc));
     const torch::Tensor p = hb->logits(fb);
     CHECK(torch::equal(p, hc->logits(fc)));
-    CHECK(torch::equal(hb->predict(fb), p));  // the baseline predicts p
+    CHECK(torch::equal(hb->predict(fb), p));   // the baseline predicts p
     const torch::Tensor pp = hc->predict(fc);  // the CAC variant predicts pp = cac(f, C, p)
     CHECK(torch::allclose(pp, hc->cac->forward(fc, hc->conv_seg->weight, p)));
     CHECK_FALSE(torch::allclose(pp, p));
@@ -371,8 +372,9 @@ TEST_CASE("heads: baseline loss_ce follows mmseg 0.x (mean over all pixels, igno
       single(3).loss_weight(0.4).dropout_ratio(0).cac(true).cac_loss(cac::ContextAwareLossOptions().kl_weight(0))));
   no_kl.train();
   const auto partial = no_kl.losses(f, labels);
-  const auto expected = cac::ContextAwareLoss(cac::ContextAwareLossOptions().kl_weight(0))
-                            ->forward(no_kl.cac->forward_train(f, no_kl.conv_seg->weight, no_kl.logits(f), labels), labels);
+  const auto expected =
+      cac::ContextAwareLoss(cac::ContextAwareLossOptions().kl_weight(0))
+          ->forward(no_kl.cac->forward_train(f, no_kl.conv_seg->weight, no_kl.logits(f), labels), labels);
   CHECK(partial.at("loss_kl").item<double>() == 0.0);
   CHECK(expected.kl.item<double>() > 0.0);
   CHECK(partial.at("total").item<double>() ==
@@ -418,10 +420,10 @@ TEST_CASE("heads: option and input checks", "[heads]") {
   CHECK_THROWS_WITH(head.losses(torch::randn({1, 16, 2, 2}), torch::zeros({1, 8, 8}, torch::kInt)),
                     Catch::Contains("cac_models::FCNHead: expected int64 labels of shape [B, H, W]"));
   CHECK_THROWS_WITH(
-      EncoderDecoder(std::make_shared<StubBackboneImpl>(kStages),
-                     std::make_shared<OCRHeadImpl>(OCRHeadOptions(DecodeHeadOptions(kStages, 16, 5)
-                                                                      .in_index({0, 1, 2, 3})
-                                                                      .input_transform(InputTransform::ResizeConcat)))),
+      EncoderDecoder(
+          std::make_shared<StubBackboneImpl>(kStages),
+          std::make_shared<OCRHeadImpl>(OCRHeadOptions(
+              DecodeHeadOptions(kStages, 16, 5).in_index({0, 1, 2, 3}).input_transform(InputTransform::ResizeConcat)))),
       Catch::Contains("cac_models::EncoderDecoder: expected an ordinary decode head first"));
   std::ostringstream printed;
   head.pretty_print(printed);

@@ -89,8 +89,8 @@ TEST_CASE("Norm2d calls the installed sync function in training only, on sync la
   torch::nn::Sequential net(Norm2d(4, cac_models::NormOptions().sync(true)), Norm2d(4, cac_models::NormOptions()),
                             Norm2d(4, cac_models::NormOptions().sync(true)));
   int calls = 0;
-  auto function = std::make_shared<const cac_models::SyncNormFunction>(
-      [&calls](const torch::Tensor& input, Norm2dImpl& norm) {
+  auto function =
+      std::make_shared<const cac_models::SyncNormFunction>([&calls](const torch::Tensor& input, Norm2dImpl& norm) {
         ++calls;
         CHECK(norm.sync);
         return input * 2;
@@ -119,5 +119,6 @@ TEST_CASE("Norm2d calls the installed sync function in training only, on sync la
 
   std::ostringstream printed;
   printed << *net[0]->as<Norm2dImpl>();
-  CHECK(printed.str() == "cac_models::Norm2d(4, eps=1e-05, momentum=0.1, affine=true, track_running_stats=true, sync=true)");
+  CHECK(printed.str() ==
+        "cac_models::Norm2d(4, eps=1e-05, momentum=0.1, affine=true, track_running_stats=true, sync=true)");
 }

@@ -141,9 +141,10 @@ TEST_CASE("registry: heads and key names of the Table 1 models", "[registry]") {
     EncoderDecoder model = make_model("deeplabv3plus_mobilenetv2", {19, false});
     CHECK(model->num_classes() == 19);
     const auto names = keys(*model);
-    for (const char* key : {"decode_head.image_pool.1.conv.weight", "decode_head.aspp_modules.1.depthwise_conv.conv.weight",
-                            "decode_head.bottleneck.conv.weight", "decode_head.c1_bottleneck.conv.weight",
-                            "decode_head.sep_bottleneck.1.pointwise_conv.conv.weight"}) {
+    for (const char* key :
+         {"decode_head.image_pool.1.conv.weight", "decode_head.aspp_modules.1.depthwise_conv.conv.weight",
+          "decode_head.bottleneck.conv.weight", "decode_head.c1_bottleneck.conv.weight",
+          "decode_head.sep_bottleneck.1.pointwise_conv.conv.weight"}) {
       CHECK(names.count(key) == 1);
     }
   }
@@ -152,8 +153,8 @@ TEST_CASE("registry: heads and key names of the Table 1 models", "[registry]") {
 TEST_CASE("registry: the smallest model of each head family runs and trains", "[registry][train]") {
   // FCN, DeepLabV3+, OCRNet and UperNet: inference shape at an odd size, then two SGD steps on a
   // 2×3×64×64 batch with a finite, decreasing loss (the same dropout masks at every step).
-  const std::string name =
-      GENERATE(as<std::string>{}, "fcn_mobilenetv2", "deeplabv3plus_mobilenetv2", "ocrnet_hrnetv2_w18", "upernet_swin_tiny");
+  const std::string name = GENERATE(as<std::string>{}, "fcn_mobilenetv2", "deeplabv3plus_mobilenetv2",
+                                    "ocrnet_hrnetv2_w18", "upernet_swin_tiny");
   {
     for (bool cac : {false, true}) {
       INFO(name << " cac=" << cac);

@@ -13,8 +13,7 @@ namespace {
 constexpr const char* kWho = "cac_models::HRNet";
 
 torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride) {
-  return torch::nn::Conv2d(
-      torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(kernel / 2).bias(false));
+  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(kernel / 2).bias(false));
 }
 
 /// `blocks` residual blocks from `in` channels to `planes · expansion` (mmseg `_make_layer` and
@@ -25,8 +24,7 @@ torch::nn::Sequential make_blocks(HRNetBlock block, int64_t in, int64_t planes, 
 }
 
 /// conv `kernel`×`kernel` + BN (+ ReLU) as the `Sequential` mmseg builds (children `0`, `1`, `2`).
-NestedSequential conv_bn(int64_t in, int64_t out, int64_t kernel, int64_t stride, bool relu,
-                              const NormOptions& norm) {
+NestedSequential conv_bn(int64_t in, int64_t out, int64_t kernel, int64_t stride, bool relu, const NormOptions& norm) {
   NestedSequential block(conv(in, out, kernel, stride), make_norm(out, norm));
   if (relu) block->push_back(torch::nn::ReLU());
   return block;
@@ -35,10 +33,10 @@ NestedSequential conv_bn(int64_t in, int64_t out, int64_t kernel, int64_t stride
 void check_stage(const HRNetStage& stage, size_t index) {
   const size_t branches = stage.num_blocks().size();
   TORCH_CHECK(branches > 0 && stage.num_channels().size() == branches, kWho, ": expected stage", index + 1,
-              " to have as many num_channels as num_blocks (at least one) but got ", stage.num_blocks().size(),
-              " and ", stage.num_channels().size());
-  TORCH_CHECK(stage.num_modules() > 0, kWho, ": expected stage", index + 1,
-              " to have a positive num_modules but got ", stage.num_modules());
+              " to have as many num_channels as num_blocks (at least one) but got ", stage.num_blocks().size(), " and ",
+              stage.num_channels().size());
+  TORCH_CHECK(stage.num_modules() > 0, kWho, ": expected stage", index + 1, " to have a positive num_modules but got ",
+              stage.num_modules());
   for (size_t b = 0; b < branches; ++b) {
     TORCH_CHECK(stage.num_blocks()[b] > 0 && stage.num_channels()[b] > 0, kWho, ": expected stage", index + 1,
                 " to have positive num_blocks and num_channels but got ", stage.num_blocks()[b], " and ",
@@ -160,8 +158,7 @@ HRNetImpl::HRNetImpl(std::vector<HRNetStage> stages, const HRNetOptions& options
   for (size_t s = 0; s < stages_.size(); ++s) check_stage(stages_[s], s);
   TORCH_CHECK(stages_[0].num_blocks().size() == 1, kWho, ": expected stage1 to have a single branch but got ",
               stages_[0].num_blocks().size());
-  TORCH_CHECK(options.in_channels() > 0, kWho, ": expected positive in_channels but got ",
-              options.in_channels());
+  TORCH_CHECK(options.in_channels() > 0, kWho, ": expected positive in_channels but got ", options.in_channels());
   const NormOptions& norm = options.norm();
 
   conv1 = register_module("conv1", conv(options.in_channels(), 64, 3, 2));
@@ -170,8 +167,8 @@ HRNetImpl::HRNetImpl(std::vector<HRNetStage> stages, const HRNetOptions& options
   bn2 = register_module("bn2", make_norm(64, norm));
 
   const HRNetStage& first = stages_[0];
-  layer1 = register_module("layer1",
-                           make_blocks(first.block(), 64, first.num_channels()[0], first.num_blocks()[0], norm));
+  layer1 =
+      register_module("layer1", make_blocks(first.block(), 64, first.num_channels()[0], first.num_blocks()[0], norm));
   std::vector<int64_t> previous{first.num_channels()[0] * expansion(first.block())};
 
   OptionalSequentialList* transitions[] = {&transition1, &transition2, &transition3};
@@ -188,9 +185,8 @@ HRNetImpl::HRNetImpl(std::vector<HRNetStage> stages, const HRNetOptions& options
     const size_t before = previous.size();
     for (size_t i = 0; i < current.size(); ++i) {
       if (i < before) {
-        transition->push_back(current[i] == previous[i]
-                                  ? NestedSequential{nullptr}
-                                  : conv_bn(previous[i], current[i], 3, 1, /*relu=*/true, norm));
+        transition->push_back(current[i] == previous[i] ? NestedSequential{nullptr}
+                                                        : conv_bn(previous[i], current[i], 3, 1, /*relu=*/true, norm));
       } else {
         NestedSequential down;
         for (size_t j = 0; j + before <= i; ++j) {
@@ -255,8 +251,7 @@ void HRNetImpl::pretty_print(std::ostream& stream) const {
 }
 
 std::shared_ptr<BackboneImpl> make_hrnetv2(int64_t width, const HRNetOptions& options) {
-  TORCH_CHECK(width > 0, "cac_models::make_hrnetv2: expected a positive width (18 or 48 in Table 1) but got ",
-              width);
+  TORCH_CHECK(width > 0, "cac_models::make_hrnetv2: expected a positive width (18 or 48 in Table 1) but got ", width);
   return std::make_shared<HRNetImpl>(hrnetv2_stages(width), options);
 }
 

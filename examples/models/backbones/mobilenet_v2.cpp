@@ -14,8 +14,7 @@ constexpr const char* kWho = "cac_models::MobileNetV2";
 struct LayerSetting {
   int64_t expand_ratio, channels, blocks;
 };
-constexpr LayerSetting kArch[] = {{1, 16, 1}, {6, 24, 2}, {6, 32, 3}, {6, 64, 4},
-                                  {6, 96, 3}, {6, 160, 3}, {6, 320, 1}};
+constexpr LayerSetting kArch[] = {{1, 16, 1}, {6, 24, 2}, {6, 32, 3}, {6, 64, 4}, {6, 96, 3}, {6, 160, 3}, {6, 320, 1}};
 constexpr int64_t kLayers = 7;
 
 /// mmseg's `make_divisible(value, 8)`: nearest multiple of 8, at least 8 and never below 90% of
@@ -41,8 +40,8 @@ void InvertedResidualImpl::reset() {
   const int64_t hidden = o.in_channels() * o.expand_ratio();
   conv = torch::nn::Sequential();
   if (o.expand_ratio() != 1) {
-    conv->push_back(ConvModule(
-        ConvModuleOptions(o.in_channels(), hidden, 1).norm_options(o.norm()).activation(Activation::ReLU6)));
+    conv->push_back(
+        ConvModule(ConvModuleOptions(o.in_channels(), hidden, 1).norm_options(o.norm()).activation(Activation::ReLU6)));
   }
   conv->push_back(ConvModule(ConvModuleOptions(hidden, hidden, 3)
                                  .stride(o.stride())
@@ -51,8 +50,8 @@ void InvertedResidualImpl::reset() {
                                  .groups(hidden)
                                  .norm_options(o.norm())
                                  .activation(Activation::ReLU6)));
-  conv->push_back(ConvModule(
-      ConvModuleOptions(hidden, o.out_channels(), 1).norm_options(o.norm()).activation(Activation::None)));
+  conv->push_back(
+      ConvModule(ConvModuleOptions(hidden, o.out_channels(), 1).norm_options(o.norm()).activation(Activation::None)));
   register_module("conv", conv);
 }
 
@@ -88,11 +87,10 @@ MobileNetV2Impl::MobileNetV2Impl(const MobileNetV2Options& options_) : options(o
                 ": expected increasing out_indices in [0, 6] but got ", torch::IntArrayRef(options.out_indices()));
   }
   int64_t in = make_divisible(32 * options.widen_factor());
-  conv1 = register_module("conv1", ConvModule(ConvModuleOptions(3, in, 3)
-                                                  .stride(2)
-                                                  .padding(1)
-                                                  .norm_options(options.norm())
-                                                  .activation(Activation::ReLU6)));
+  conv1 = register_module(
+      "conv1",
+      ConvModule(
+          ConvModuleOptions(3, in, 3).stride(2).padding(1).norm_options(options.norm()).activation(Activation::ReLU6)));
   std::vector<int64_t> channels;
   for (int64_t i = 0; i < kLayers; ++i) {
     const LayerSetting& setting = kArch[i];

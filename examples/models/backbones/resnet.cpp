@@ -23,7 +23,8 @@ torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride =
 std::vector<int64_t> stage_blocks(int64_t depth) {
   switch (depth) {
     case 18: return {2, 2, 2, 2};
-    case 34: case 50: return {3, 4, 6, 3};
+    case 34:
+    case 50: return {3, 4, 6, 3};
     case 101: return {3, 4, 23, 3};
     case 152: return {3, 8, 36, 3};
     default: break;
@@ -114,13 +115,14 @@ ResNetImpl::ResNetImpl(const ResNetOptions& options_) : options(options_) {
   const int64_t width = options.stem_channels();
   const int64_t half = width / 2;
   if (options.deep_stem()) {
-    stem = register_module("stem", torch::nn::Sequential(conv(options.in_channels(), half, 3, 2), make_norm(half, norm),
-                                                         torch::nn::ReLU(), conv(half, half, 3), make_norm(half, norm),
-                                                         torch::nn::ReLU(), conv(half, width, 3),
-                                                         make_norm(width, norm), torch::nn::ReLU()));
+    stem = register_module(
+        "stem", torch::nn::Sequential(conv(options.in_channels(), half, 3, 2), make_norm(half, norm), torch::nn::ReLU(),
+                                      conv(half, half, 3), make_norm(half, norm), torch::nn::ReLU(),
+                                      conv(half, width, 3), make_norm(width, norm), torch::nn::ReLU()));
   } else {
     conv1 = register_module(
-        "conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(options.in_channels(), width, 7).stride(2).padding(3).bias(false)));
+        "conv1",
+        torch::nn::Conv2d(torch::nn::Conv2dOptions(options.in_channels(), width, 7).stride(2).padding(3).bias(false)));
     bn1 = register_module("bn1", make_norm(width, norm));
   }
   const ResidualBlockType block = options.depth() >= 50 ? ResidualBlockType::Bottleneck : ResidualBlockType::Basic;

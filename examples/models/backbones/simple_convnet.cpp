@@ -12,17 +12,17 @@ SimpleConvNetImpl::SimpleConvNetImpl(const SimpleConvNetOptions& options_) : opt
     const int64_t out = options.channels()[i], stride = options.strides()[i];
     TORCH_CHECK(out > 0 && stride > 0, "cac_models::SimpleConvNet: expected positive channels and strides but got ",
                 torch::IntArrayRef(options.channels()), " and ", torch::IntArrayRef(options.strides()));
-    stages->push_back(
-        NestedSequential(ConvModule(ConvModuleOptions(in, out, 3).stride(stride).padding(1).norm_options(options.norm())),
-                         ConvModule(ConvModuleOptions(out, out, 3).padding(1).norm_options(options.norm()))));
+    stages->push_back(NestedSequential(
+        ConvModule(ConvModuleOptions(in, out, 3).stride(stride).padding(1).norm_options(options.norm())),
+        ConvModule(ConvModuleOptions(out, out, 3).padding(1).norm_options(options.norm()))));
     in = out;
   }
 }
 
 std::vector<torch::Tensor> SimpleConvNetImpl::forward(const torch::Tensor& x) {
   TORCH_CHECK(x.dim() == 4 && x.size(1) == options.in_channels(),
-              "cac_models::SimpleConvNet: expected an input of shape [B, ", options.in_channels(),
-              ", H, W] but got ", x.sizes());
+              "cac_models::SimpleConvNet: expected an input of shape [B, ", options.in_channels(), ", H, W] but got ",
+              x.sizes());
   std::vector<torch::Tensor> outs;
   torch::Tensor h = x;
   for (const auto& stage : *stages) {

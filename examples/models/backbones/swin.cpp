@@ -82,7 +82,8 @@ torch::Tensor shift_mask(int64_t H, int64_t W, int64_t ws, int64_t shift, const 
 PatchEmbedImpl::PatchEmbedImpl(int64_t in_channels, int64_t embed_dims, int64_t patch_size, bool norm_)
     : patch_size_(patch_size) {
   projection = register_module(
-      "projection", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, embed_dims, patch_size).stride(patch_size)));
+      "projection",
+      torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, embed_dims, patch_size).stride(patch_size)));
   if (norm_) norm = register_module("norm", layer_norm(embed_dims));
 }
 
@@ -103,14 +104,14 @@ WindowMSAImpl::WindowMSAImpl(int64_t embed_dims, int64_t num_heads, int64_t wind
                              double attn_drop_rate, double proj_drop_rate)
     : num_heads_(num_heads) {
   const int64_t side = 2 * window_size - 1;
-  relative_position_bias_table = register_parameter(
-      "relative_position_bias_table", torch::empty({side * side, num_heads}).normal_(0.0, 0.02));
+  relative_position_bias_table =
+      register_parameter("relative_position_bias_table", torch::empty({side * side, num_heads}).normal_(0.0, 0.02));
   // Token a = (ya, xa), b = (yb, xb) of a window: index (ya - yb + w - 1)·(2w - 1) + (xa - xb + w - 1).
   const torch::Tensor y = torch::arange(window_size, torch::kLong).repeat_interleave(window_size);
   const torch::Tensor x = torch::arange(window_size, torch::kLong).repeat({window_size});
-  relative_position_index = register_buffer(
-      "relative_position_index", (y.unsqueeze(1) - y.unsqueeze(0) + window_size - 1) * side +
-                                     (x.unsqueeze(1) - x.unsqueeze(0) + window_size - 1));
+  relative_position_index =
+      register_buffer("relative_position_index", (y.unsqueeze(1) - y.unsqueeze(0) + window_size - 1) * side +
+                                                     (x.unsqueeze(1) - x.unsqueeze(0) + window_size - 1));
   qkv = register_module("qkv", linear(embed_dims, 3 * embed_dims, qkv_bias));
   attn_drop = register_module("attn_drop", torch::nn::Dropout(attn_drop_rate));
   proj = register_module("proj", linear(embed_dims, embed_dims));
@@ -122,8 +123,9 @@ torch::Tensor WindowMSAImpl::forward(const torch::Tensor& x, const torch::Tensor
   const torch::Tensor qkv_ = qkv->forward(x).reshape({B, N, 3, num_heads_, C / num_heads_}).permute({2, 0, 3, 1, 4});
   const double scale = 1.0 / std::sqrt(static_cast<double>(C / num_heads_));
   torch::Tensor attn = torch::matmul(qkv_[0] * scale, qkv_[1].transpose(-2, -1));
-  const torch::Tensor bias =
-      relative_position_bias_table.index_select(0, relative_position_index.view(-1)).view({N, N, -1}).permute({2, 0, 1});
+  const torch::Tensor bias = relative_position_bias_table.index_select(0, relative_position_index.view(-1))
+                                 .view({N, N, -1})
+                                 .permute({2, 0, 1});
   attn = attn + bias.unsqueeze(0).to(attn.scalar_type());
   if (mask.defined()) {
     const int64_t windows = mask.size(0);
@@ -177,9 +179,9 @@ SwinBlockImpl::SwinBlockImpl(int64_t embed_dims, int64_t num_heads, int64_t mlp_
   // mmcv `FFN` registers its Sequential as `layers` inside a module named `ffn`.
   auto ffn = register_module("ffn", std::make_shared<torch::nn::Module>("FFN"));
   ffn_layers = ffn->register_module(
-      "layers", torch::nn::Sequential(NestedSequential(linear(embed_dims, hidden), torch::nn::GELU(),
-                                                            torch::nn::Dropout(drop_rate)),
-                                      linear(hidden, embed_dims), torch::nn::Dropout(drop_rate)));
+      "layers", torch::nn::Sequential(
+                    NestedSequential(linear(embed_dims, hidden), torch::nn::GELU(), torch::nn::Dropout(drop_rate)),
+                    linear(hidden, embed_dims), torch::nn::Dropout(drop_rate)));
 }
 
 torch::Tensor SwinBlockImpl::forward(const torch::Tensor& x, const std::vector<int64_t>& hw) {
@@ -195,7 +197,7 @@ PatchMergingImpl::PatchMergingImpl(int64_t in_channels, int64_t out_channels, bo
 }
 
 std::pair<torch::Tensor, std::vector<int64_t>> PatchMergingImpl::forward(const torch::Tensor& x,
-                                                                        const std::vector<int64_t>& hw) {
+                                                                         const std::vector<int64_t>& hw) {
   const int64_t B = x.size(0), C = x.size(2), H = hw[0], W = hw[1];
   torch::Tensor y = x.reshape({B, H, W, C}).permute({0, 3, 1, 2});
   if (H % 2 || W % 2) y = torch::constant_pad_nd(y, {0, W % 2, 0, H % 2});
@@ -215,19 +217,20 @@ SwinBlockSequenceImpl::SwinBlockSequenceImpl(int64_t embed_dims, int64_t num_hea
     blocks->push_back(SwinBlock(embed_dims, num_heads, o.mlp_ratio(), o.window_size(), j % 2 == 1, o.qkv_bias(),
                                 o.drop_rate(), o.attn_drop_rate(), drop_paths.at(static_cast<size_t>(j))));
   }
-  if (with_downsample) downsample = register_module("downsample", PatchMerging(embed_dims, 2 * embed_dims, o.patch_norm()));
+  if (with_downsample)
+    downsample = register_module("downsample", PatchMerging(embed_dims, 2 * embed_dims, o.patch_norm()));
 }
 
 // ---- SwinTransformer ---------------------------------------------------------------------------
 
 SwinTransformerImpl::SwinTransformerImpl(const SwinTransformerOptions& options_) : options(options_) {
   const auto& o = options;
-  TORCH_CHECK(o.depths().size() == 4 && o.num_heads().size() == 4, kWho,
-              ": expected 4 depths and 4 num_heads but got ", o.depths().size(), " and ", o.num_heads().size());
-  TORCH_CHECK(o.in_channels() > 0 && o.embed_dims() > 0 && o.patch_size() > 0 && o.window_size() > 0 &&
-                  o.mlp_ratio() > 0,
-              kWho, ": expected positive in_channels, embed_dims, patch_size, window_size and mlp_ratio but got ",
-              o.in_channels(), ", ", o.embed_dims(), ", ", o.patch_size(), ", ", o.window_size(), ", ", o.mlp_ratio());
+  TORCH_CHECK(o.depths().size() == 4 && o.num_heads().size() == 4, kWho, ": expected 4 depths and 4 num_heads but got ",
+              o.depths().size(), " and ", o.num_heads().size());
+  TORCH_CHECK(
+      o.in_channels() > 0 && o.embed_dims() > 0 && o.patch_size() > 0 && o.window_size() > 0 && o.mlp_ratio() > 0, kWho,
+      ": expected positive in_channels, embed_dims, patch_size, window_size and mlp_ratio but got ", o.in_channels(),
+      ", ", o.embed_dims(), ", ", o.patch_size(), ", ", o.window_size(), ", ", o.mlp_ratio());
   TORCH_CHECK(o.drop_path_rate() >= 0 && o.drop_path_rate() < 1 && o.drop_rate() >= 0 && o.drop_rate() < 1 &&
                   o.attn_drop_rate() >= 0 && o.attn_drop_rate() < 1,
               kWho, ": expected drop_rate, attn_drop_rate and drop_path_rate in [0, 1) but got ", o.drop_rate(), ", ",
@@ -238,7 +241,8 @@ SwinTransformerImpl::SwinTransformerImpl(const SwinTransformerOptions& options_)
                 ": expected stage ", i, " to have a positive depth and a number of heads dividing its ", channels,
                 " channels but got depth ", o.depths()[i], " and ", o.num_heads()[i], " heads");
   }
-  patch_embed = register_module("patch_embed", PatchEmbed(o.in_channels(), o.embed_dims(), o.patch_size(), o.patch_norm()));
+  patch_embed =
+      register_module("patch_embed", PatchEmbed(o.in_channels(), o.embed_dims(), o.patch_size(), o.patch_norm()));
   drop_after_pos = register_module("drop_after_pos", torch::nn::Dropout(o.drop_rate()));
   const int64_t total = std::accumulate(o.depths().begin(), o.depths().end(), int64_t{0});
   std::vector<double> rates;  // torch.linspace(0, drop_path_rate, total)

@@ -132,9 +132,9 @@ class ShiftWindowMSAImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ShiftWindowMSA);
 
-/// A Swin block (mmseg `SwinBlock`; LayerNorms run in float32 under autocast): `x + attn(norm1(x))`, then `x + ffn(norm2(x))` where `ffn`
-/// is mmcv's `FFN` (`layers.0.0` Linear C→rC, GELU, dropout, `layers.1` Linear rC→C, dropout,
-/// drop path).
+/// A Swin block (mmseg `SwinBlock`; LayerNorms run in float32 under autocast): `x + attn(norm1(x))`, then `x +
+/// ffn(norm2(x))` where `ffn` is mmcv's `FFN` (`layers.0.0` Linear C→rC, GELU, dropout, `layers.1` Linear rC→C,
+/// dropout, drop path).
 class SwinBlockImpl : public torch::nn::Module {
  public:
   SwinBlockImpl(int64_t embed_dims, int64_t num_heads, int64_t mlp_ratio, int64_t window_size, bool shift,

@@ -28,7 +28,7 @@ torch::Tensor to_loss_dtype(const torch::Tensor& x) {
 }  // namespace
 
 cac::ContextAwareHeadOptions CACHeadSettings::head_options(int64_t channels, int64_t num_classes,
-                                                          int64_t ignore_index) const {
+                                                           int64_t ignore_index) const {
   cac::ContextAwareHeadOptions head(channels, num_classes);
   head.tau(tau()).oracle_scope(oracle_scope()).ignore_index(ignore_index);
   if (hidden_channels()) head.hidden_channels(*hidden_channels());
@@ -39,8 +39,8 @@ DecodeHeadImpl::DecodeHeadImpl(const DecodeHeadOptions& options, std::string who
   const auto& in = options.in_channels();
   const auto& index = options.in_index();
   TORCH_CHECK(!in.empty(), who_, ": expected at least one in_channels value but got none");
-  TORCH_CHECK(in.size() == index.size(), who_, ": expected as many in_index as in_channels values (",
-              in.size(), ") but got ", index.size());
+  TORCH_CHECK(in.size() == index.size(), who_, ": expected as many in_index as in_channels values (", in.size(),
+              ") but got ", index.size());
   TORCH_CHECK(options.input_transform() != InputTransform::Single || in.size() == 1, who_,
               ": expected one in_channels value for InputTransform::Single but got ", in.size());
   for (int64_t c : in) TORCH_CHECK(c > 0, who_, ": expected positive in_channels but got ", c);
@@ -49,8 +49,8 @@ DecodeHeadImpl::DecodeHeadImpl(const DecodeHeadOptions& options, std::string who
   TORCH_CHECK(options.dropout_ratio() < 1.0, who_, ": expected dropout_ratio below 1 but got ",
               options.dropout_ratio());
 
-  conv_seg = register_module("conv_seg", torch::nn::Conv2d(torch::nn::Conv2dOptions(options.channels(),
-                                                                                       options.num_classes(), 1)));
+  conv_seg = register_module("conv_seg",
+                             torch::nn::Conv2d(torch::nn::Conv2dOptions(options.channels(), options.num_classes(), 1)));
   {
     torch::NoGradGuard no_grad;
     torch::nn::init::normal_(conv_seg->weight, 0.0, 0.01);
@@ -60,9 +60,9 @@ DecodeHeadImpl::DecodeHeadImpl(const DecodeHeadOptions& options, std::string who
   if (options.cac()) {
     cac = register_module("cac", cac::ContextAwareHead(options.cac_head().head_options(
                                      options.channels(), options.num_classes(), options.ignore_index())));
-    criterion = cac::ContextAwareLoss(
-        cac::ContextAwareLossOptions(options.cac_loss()).align_corners(options.align_corners()).ignore_index(
-            options.ignore_index()));
+    criterion = cac::ContextAwareLoss(cac::ContextAwareLossOptions(options.cac_loss())
+                                          .align_corners(options.align_corners())
+                                          .ignore_index(options.ignore_index()));
   }
 }
 
@@ -109,8 +109,8 @@ std::map<std::string, torch::Tensor> DecodeHeadImpl::losses(const torch::Tensor&
                                                             const torch::Tensor& labels) {
   TORCH_CHECK(labels.dim() == 3 && labels.scalar_type() == torch::kLong, who_,
               ": expected int64 labels of shape [B, H, W] but got ", labels.scalar_type(), " ", labels.sizes());
-  TORCH_CHECK(labels.size(0) == features.size(0), who_, ": expected labels for ", features.size(0),
-              " images but got ", labels.sizes());
+  TORCH_CHECK(labels.size(0) == features.size(0), who_, ": expected labels for ", features.size(0), " images but got ",
+              labels.sizes());
   const DecodeHeadOptions& o = decode_options();
   const double weight = o.loss_weight();
   if (!cac) {
@@ -160,11 +160,11 @@ std::vector<torch::Tensor> DecodeHeadImpl::select_inputs(const std::vector<torch
   for (size_t i = 0; i < o.in_index().size(); ++i) {
     int64_t index = o.in_index()[i];
     if (index < 0) index += count;
-    TORCH_CHECK(index >= 0 && index < count, who_, ": expected in_index ", o.in_index()[i],
-                " to select one of the ", count, " backbone stages but it is out of range");
+    TORCH_CHECK(index >= 0 && index < count, who_, ": expected in_index ", o.in_index()[i], " to select one of the ",
+                count, " backbone stages but it is out of range");
     const torch::Tensor& x = inputs[static_cast<size_t>(index)];
-    TORCH_CHECK(x.dim() == 4 && x.size(1) == o.in_channels()[i], who_, ": expected stage ", index,
-                " of shape [B, ", o.in_channels()[i], ", h, w] but got ", x.sizes());
+    TORCH_CHECK(x.dim() == 4 && x.size(1) == o.in_channels()[i], who_, ": expected stage ", index, " of shape [B, ",
+                o.in_channels()[i], ", h, w] but got ", x.sizes());
     selected.push_back(x);
   }
   return selected;

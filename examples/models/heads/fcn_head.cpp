@@ -14,14 +14,12 @@ FCNHeadImpl::FCNHeadImpl(const FCNHeadOptions& options_)
               ") when num_convs is 0 but got ", in);
   convs = register_module("convs", torch::nn::Sequential());
   for (int64_t i = 0; i < options.num_convs(); ++i) {
-    convs->push_back(ConvModule(ConvModuleOptions(i == 0 ? in : c, c, k)
-                                    .padding(k / 2 * dilation)
-                                    .dilation(dilation)
-                                    .norm_options(norm)));
+    convs->push_back(ConvModule(
+        ConvModuleOptions(i == 0 ? in : c, c, k).padding(k / 2 * dilation).dilation(dilation).norm_options(norm)));
   }
   if (options.concat_input()) {
-    conv_cat = register_module("conv_cat",
-                               ConvModule(ConvModuleOptions(in + c, c, k).padding(k / 2).norm_options(norm)));
+    conv_cat =
+        register_module("conv_cat", ConvModule(ConvModuleOptions(in + c, c, k).padding(k / 2).norm_options(norm)));
   }
 }
 

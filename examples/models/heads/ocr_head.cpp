@@ -21,7 +21,8 @@ ObjectAttentionBlockImpl::ObjectAttentionBlockImpl(int64_t in_channels, int64_t 
   query_project = register_module("query_project", two_convs(in_channels, channels, norm));
   value_project =
       register_module("value_project", ConvModule(ConvModuleOptions(in_channels, channels, 1).norm_options(norm)));
-  out_project = register_module("out_project", ConvModule(ConvModuleOptions(channels, in_channels, 1).norm_options(norm)));
+  out_project =
+      register_module("out_project", ConvModule(ConvModuleOptions(channels, in_channels, 1).norm_options(norm)));
   bottleneck =
       register_module("bottleneck", ConvModule(ConvModuleOptions(2 * in_channels, in_channels, 1).norm_options(norm)));
 }
@@ -29,9 +30,10 @@ ObjectAttentionBlockImpl::ObjectAttentionBlockImpl(int64_t in_channels, int64_t 
 torch::Tensor ObjectAttentionBlockImpl::forward(const torch::Tensor& query_feats, const torch::Tensor& key_feats) {
   const int64_t batch = query_feats.size(0);
   const torch::Tensor query = query_project->forward(query_feats).flatten(2).transpose(1, 2);  // [B, hw, c]
-  const torch::Tensor key = key_project->forward(key_feats).flatten(2);                       // [B, c, n]
-  const torch::Tensor value = value_project->forward(key_feats).flatten(2).transpose(1, 2);   // [B, n, c]
-  const torch::Tensor attention = torch::softmax(torch::matmul(query, key) * std::pow(static_cast<double>(channels), -0.5), -1);
+  const torch::Tensor key = key_project->forward(key_feats).flatten(2);                        // [B, c, n]
+  const torch::Tensor value = value_project->forward(key_feats).flatten(2).transpose(1, 2);    // [B, n, c]
+  const torch::Tensor attention =
+      torch::softmax(torch::matmul(query, key) * std::pow(static_cast<double>(channels), -0.5), -1);
   torch::Tensor context = torch::matmul(attention, value).transpose(1, 2);  // [B, c, hw]
   context = context.reshape({batch, channels, query_feats.size(2), query_feats.size(3)});
   context = out_project->forward(context);
@@ -39,7 +41,7 @@ torch::Tensor ObjectAttentionBlockImpl::forward(const torch::Tensor& query_feats
 }
 
 torch::Tensor spatial_gather(const torch::Tensor& features, const torch::Tensor& probs) {
-  const torch::Tensor weights = torch::softmax(probs.flatten(2), 2);                           // [B, n, hw]
+  const torch::Tensor weights = torch::softmax(probs.flatten(2), 2);                          // [B, n, hw]
   const torch::Tensor context = torch::matmul(weights, features.flatten(2).transpose(1, 2));  // [B, n, d]
   return context.transpose(1, 2).unsqueeze(3);                                                // [B, d, n, 1]
 }
@@ -49,8 +51,8 @@ OCRHeadImpl::OCRHeadImpl(const OCRHeadOptions& options_)
   TORCH_CHECK(options.ocr_channels() > 0, who_, ": expected positive ocr_channels but got ", options.ocr_channels());
   const int64_t c = options.decode().channels();
   const NormOptions& norm = options.decode().norm();
-  bottleneck = register_module(
-      "bottleneck", ConvModule(ConvModuleOptions(input_channels(), c, 3).padding(1).norm_options(norm)));
+  bottleneck = register_module("bottleneck",
+                               ConvModule(ConvModuleOptions(input_channels(), c, 3).padding(1).norm_options(norm)));
   object_context_block = register_module("object_context_block", ObjectAttentionBlock(c, options.ocr_channels(), norm));
 }
 

@@ -48,8 +48,8 @@ DepthwiseSeparableASPPHeadImpl::DepthwiseSeparableASPPHeadImpl(const DepthwiseSe
     }
   }
   const auto branches = static_cast<int64_t>(dilations.size());
-  bottleneck = register_module(
-      "bottleneck", ConvModule(ConvModuleOptions((branches + 1) * c, c, 3).padding(1).norm_options(norm)));
+  bottleneck = register_module("bottleneck",
+                               ConvModule(ConvModuleOptions((branches + 1) * c, c, 3).padding(1).norm_options(norm)));
   if (options.c1_in_channels() > 0) {
     c1_bottleneck = register_module(
         "c1_bottleneck",
@@ -57,9 +57,10 @@ DepthwiseSeparableASPPHeadImpl::DepthwiseSeparableASPPHeadImpl(const DepthwiseSe
   }
   sep_bottleneck = register_module(
       "sep_bottleneck",
-      torch::nn::Sequential(DepthwiseSeparableConvModule(
-                                DepthwiseSeparableConvModuleOptions(c + options.c1_channels(), c, 3).padding(1).norm(norm)),
-                            DepthwiseSeparableConvModule(DepthwiseSeparableConvModuleOptions(c, c, 3).padding(1).norm(norm))));
+      torch::nn::Sequential(
+          DepthwiseSeparableConvModule(
+              DepthwiseSeparableConvModuleOptions(c + options.c1_channels(), c, 3).padding(1).norm(norm)),
+          DepthwiseSeparableConvModule(DepthwiseSeparableConvModuleOptions(c, c, 3).padding(1).norm(norm))));
 }
 
 torch::Tensor DepthwiseSeparableASPPHeadImpl::features(const std::vector<torch::Tensor>& inputs) {

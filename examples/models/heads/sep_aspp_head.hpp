@@ -41,8 +41,7 @@ struct DepthwiseSeparableConvModuleOptions {
 class DepthwiseSeparableConvModuleImpl : public torch::nn::Cloneable<DepthwiseSeparableConvModuleImpl> {
  public:
   /// Builds the block. See `DepthwiseSeparableConvModuleOptions`.
-  explicit DepthwiseSeparableConvModuleImpl(const DepthwiseSeparableConvModuleOptions& options_)
-      : options(options_) {
+  explicit DepthwiseSeparableConvModuleImpl(const DepthwiseSeparableConvModuleOptions& options_) : options(options_) {
     reset();
   }
   /// Registers `depthwise_conv` and `pointwise_conv`.

@@ -22,7 +22,8 @@ UPerHeadImpl::UPerHeadImpl(const UPerHeadOptions& options_)
   }
   bottleneck = register_module(
       "bottleneck",
-      ConvModule(ConvModuleOptions(last + static_cast<int64_t>(scales.size()) * c, c, 3).padding(1).norm_options(norm)));
+      ConvModule(
+          ConvModuleOptions(last + static_cast<int64_t>(scales.size()) * c, c, 3).padding(1).norm_options(norm)));
   lateral_convs = register_module("lateral_convs", torch::nn::ModuleList());
   fpn_convs = register_module("fpn_convs", torch::nn::ModuleList());
   for (size_t i = 0; i + 1 < in.size(); ++i) {

@@ -62,7 +62,7 @@ inline c10::ScalarType autocast_get_dtype(c10::DeviceType device_type) {
   return at::autocast::get_autocast_dtype(device_type);
 #else
   return device_type == c10::DeviceType::CUDA ? at::autocast::get_autocast_gpu_dtype()
-                                               : at::autocast::get_autocast_cpu_dtype();
+                                              : at::autocast::get_autocast_cpu_dtype();
 #endif
 }
 

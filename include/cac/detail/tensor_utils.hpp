@@ -24,14 +24,10 @@ inline c10::ScalarType compute_dtype(c10::ScalarType type) {
 }
 
 /// `tensor` converted to its compute dtype (no copy when already there).
-inline at::Tensor to_compute(const at::Tensor& tensor) {
-  return tensor.to(compute_dtype(tensor.scalar_type()));
-}
+inline at::Tensor to_compute(const at::Tensor& tensor) { return tensor.to(compute_dtype(tensor.scalar_type())); }
 
 /// The spatial sizes (everything after the first two dims) of `tensor`.
-inline std::vector<int64_t> spatial_sizes(const at::Tensor& tensor) {
-  return tensor.sizes().slice(2).vec();
-}
+inline std::vector<int64_t> spatial_sizes(const at::Tensor& tensor) { return tensor.sizes().slice(2).vec(); }
 
 /// The range a real option must lie in, besides being finite (`check_real_option`).
 enum class Bound {
@@ -65,13 +61,13 @@ inline std::string non_finite_summary(const at::Tensor& tensor) {
 /// Checks that `tensor` (called `name` in messages) is a floating `[B, d, *spatial]` tensor
 /// (d = `channels` unless `channels` < 0) with non-empty spatial dims. B = 0 is allowed (empty
 /// results, losses 0); a spatial size 0 is refused, as no label can be resized onto it.
-inline void check_features(const char* who, const at::Tensor& tensor, int64_t channels,
-                           const char* name = "features") {
+inline void check_features(const char* who, const at::Tensor& tensor, int64_t channels, const char* name = "features") {
   TORCH_CHECK(tensor.defined(), who, ": expected a defined ", name, " tensor but got an undefined one");
-  TORCH_CHECK(tensor.dim() >= 3, who, ": expected ", name, " of shape [B, ", (std::string(name) == "features" ? "d" : "n"),
-              ", *spatial] with at least one spatial dim but got ", tensor.sizes());
-  TORCH_CHECK(at::isFloatingType(tensor.scalar_type()), who, ": expected floating-point ", name,
-              " but got dtype ", tensor.scalar_type());
+  TORCH_CHECK(tensor.dim() >= 3, who, ": expected ", name, " of shape [B, ",
+              (std::string(name) == "features" ? "d" : "n"), ", *spatial] with at least one spatial dim but got ",
+              tensor.sizes());
+  TORCH_CHECK(at::isFloatingType(tensor.scalar_type()), who, ": expected floating-point ", name, " but got dtype ",
+              tensor.scalar_type());
   TORCH_CHECK(channels < 0 || tensor.size(1) == channels, who, ": expected ", name, " of shape [B, ", channels,
               ", *spatial] (d = ", channels, ") but got ", tensor.sizes());
   for (int64_t i = 2; i < tensor.dim(); ++i) {
@@ -110,8 +106,8 @@ inline at::Tensor check_classifier_weight(const char* who, const at::Tensor& wei
               weight.sizes());
   TORCH_CHECK(weight.size(1) == d, who, ": expected classifier_weight with d = ", d,
               " columns (the features' channels) but got ", weight.sizes());
-  TORCH_CHECK(num_classes < 0 || weight.size(0) == num_classes, who, ": expected classifier_weight with n = ",
-              num_classes, " rows (num_classes) but got ", weight.sizes());
+  TORCH_CHECK(num_classes < 0 || weight.size(0) == num_classes, who,
+              ": expected classifier_weight with n = ", num_classes, " rows (num_classes) but got ", weight.sizes());
   check_same_device_dtype(who, "classifier_weight", weight, features);
   return weight.reshape({weight.size(0), d});
 }
@@ -134,8 +130,8 @@ inline void check_labels(const char* who, const at::Tensor& labels, int64_t batc
   TORCH_CHECK(labels.defined(), who, ": expected a defined labels tensor but got an undefined one");
   TORCH_CHECK(at::isIntegralType(labels.scalar_type(), /*includeBool=*/false), who,
               ": expected integer labels but got dtype ", labels.scalar_type());
-  TORCH_CHECK(labels.dim() == spatial_dims + 1 && labels.size(0) == batch, who, ": expected labels of shape [",
-              batch, ", ", spatial_dims, " spatial dims] but got ", labels.sizes());
+  TORCH_CHECK(labels.dim() == spatial_dims + 1 && labels.size(0) == batch, who, ": expected labels of shape [", batch,
+              ", ", spatial_dims, " spatial dims] but got ", labels.sizes());
   TORCH_CHECK(labels.device() == device, who, ": expected labels on the features' device ", device, " but got ",
               labels.device());
   for (int64_t i = 1; i < labels.dim(); ++i) {
@@ -160,8 +156,7 @@ inline std::vector<int64_t> nearest_source_indices(int64_t in, int64_t out) {
   } else {
     const float scale = static_cast<float>(in) / static_cast<float>(out);
     for (int64_t i = 0; i < out; ++i)
-      index[static_cast<size_t>(i)] =
-          std::min(static_cast<int64_t>(std::floor(static_cast<float>(i) * scale)), in - 1);
+      index[static_cast<size_t>(i)] = std::min(static_cast<int64_t>(std::floor(static_cast<float>(i) * scale)), in - 1);
   }
   return index;
 }

@@ -7,8 +7,8 @@
 /// as a `dict` of tensors).
 ///
 /// The zip layer is LibTorch's own (`caffe2::serialize::PyTorchStreamReader`/`Writer`); `data.pkl`
-/// (or the legacy stream's main pickle) is run by cac's pickle interpreter (`cac/io/pickle.hpp`), which, unlike `torch::pickle_load`,
-/// understands `collections.OrderedDict`, parameters, nested mmcv/timm checkpoints and unknown
+/// (or the legacy stream's main pickle) is run by cac's pickle interpreter (`cac/io/pickle.hpp`), which, unlike
+/// `torch::pickle_load`, understands `collections.OrderedDict`, parameters, nested mmcv/timm checkpoints and unknown
 /// Python objects. See docs/checkpoints.md.
 
 #include <cac/io/legacy.hpp>
@@ -182,6 +182,12 @@ inline FileFormat detect_format(caffe2::serialize::ReadAdapterInterface& in, con
               static_cast<int>(head[3]));
 }
 
+/// Whether the zip archive `reader` is TorchScript-style (records `constants.pkl` or
+/// `code/__torch__.py`), as `torch.jit.save` and LibTorch's `torch::save` write it.
+inline bool is_torchscript(caffe2::serialize::PyTorchStreamReader& reader) {
+  return reader.hasRecord("constants.pkl") || reader.hasRecord("code/__torch__.py");
+}
+
 /// Reads the `torch.save` file behind `in` (named `where` in messages), zip or legacy, into a
 /// `Checkpoint`.
 inline Checkpoint read_archive(const std::shared_ptr<caffe2::serialize::ReadAdapterInterface>& in,
@@ -196,7 +202,7 @@ inline Checkpoint read_archive(const std::shared_ptr<caffe2::serialize::ReadAdap
       return checkpoint;
     }
     caffe2::serialize::PyTorchStreamReader reader(in);
-    TORCH_CHECK(!reader.hasRecord("constants.pkl") && !reader.hasRecord("code/__torch__.py"), who, ": ", where,
+    TORCH_CHECK(!is_torchscript(reader), who, ": ", where,
                 ": expected a torch.save checkpoint but got a TorchScript archive (torch.jit.save); load it with "
                 "torch::jit::load, or save its `state_dict()` with torch.save in Python");
     TORCH_CHECK(reader.hasRecord("data.pkl"), who, ": ", where, ": expected a 'data.pkl' record in the archive");
@@ -231,8 +237,8 @@ inline Checkpoint read_archive(const std::shared_ptr<caffe2::serialize::ReadAdap
     if (message.rfind("cac::io::", 0) == 0) throw;
     TORCH_CHECK(false, who, ": ", where, ": not a readable torch.save archive (truncated or corrupted?): ", message);
   } catch (const std::exception& error) {
-    TORCH_CHECK(false, who, ": ", where, ": not a readable torch.save archive (truncated or corrupted?): ",
-                error.what());
+    TORCH_CHECK(false, who, ": ", where,
+                ": not a readable torch.save archive (truncated or corrupted?): ", error.what());
   }
   return checkpoint;
 }
@@ -246,8 +252,9 @@ inline Checkpoint read_archive(const std::shared_ptr<caffe2::serialize::ReadAdap
 /// big-endian legacy or tar-form (PyTorch 0.1) file.
 inline Checkpoint read_checkpoint(const std::string& path) {
   std::error_code error;
-  TORCH_CHECK(std::filesystem::is_regular_file(path, error), "cac::io::read_checkpoint: expected a checkpoint file but ",
-              path, " does not exist or is not a regular file");
+  TORCH_CHECK(std::filesystem::is_regular_file(path, error),
+              "cac::io::read_checkpoint: expected a checkpoint file but ", path,
+              " does not exist or is not a regular file");
   std::shared_ptr<caffe2::serialize::ReadAdapterInterface> in;
   try {
     in = std::make_shared<caffe2::serialize::FileAdapter>(path);
@@ -261,6 +268,26 @@ inline Checkpoint read_checkpoint(const std::string& path) {
 /// `name` names it in error messages. See `cac::io::read_checkpoint`.
 inline Checkpoint read_checkpoint(const void* data, size_t size, const std::string& name = "<memory>") {
   return detail::read_archive(std::make_shared<detail::BoundedMemoryAdapter>(data, size), name);
+}
+
+/// Whether the file `path` is a TorchScript-style zip archive (records `constants.pkl` or
+/// `code/__torch__.py`): what `torch.jit.save` and LibTorch's `torch::save` /
+/// `torch::serialize::OutputArchive` write, which `read_checkpoint` refuses, as opposed to a
+/// `torch.save` checkpoint. False for a missing, unreadable, legacy or non-zip file; never throws.
+///
+/// ```
+/// if (cac::io::is_torchscript_archive(path)) torch::load(model, path); else load_my_pth(path);
+/// ```
+inline bool is_torchscript_archive(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  char magic[4] = {};
+  if (!file.read(magic, sizeof magic) || std::memcmp(magic, "PK\x03\x04", 4) != 0) return false;
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(path);
+    return detail::is_torchscript(reader);
+  } catch (const c10::Error&) {
+    return false;  // a damaged zip: not an archive LibTorch can load either
+  }
 }
 
 /// The state dict of the file `path`: `read_checkpoint(path).state_dict(options)`.

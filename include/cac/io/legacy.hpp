@@ -90,8 +90,7 @@ class LegacyReader {
     const Value* little_endian = info->find("little_endian");
     TORCH_CHECK(!(little_endian && little_endian->kind == ValueKind::Bool && !little_endian->boolean), who_, ": ",
                 where_, ": expected a file written on a little-endian machine but got one written on a big-endian ",
-                "machine (sys_info little_endian=False), which is not supported; ", resave_hint(),
-                " on that machine");
+                "machine (sys_info little_endian=False), which is not supported; ", resave_hint(), " on that machine");
 
     auto load_storage = [this](const Value& pid) {
       return storages_.resolve(parse_storage_pid(pid, who_, where_),
@@ -118,8 +117,8 @@ class LegacyReader {
     const std::string context = where_ + " (legacy torch.save " + what + " pickle at byte " + std::to_string(pos) + ")";
     for (;;) {
       std::string bytes(static_cast<size_t>(window), '\0');
-      TORCH_CHECK(in_.read(pos, &bytes[0], bytes.size()) == bytes.size(), who_, ": ", where_, ": cannot read ",
-                  window, " bytes at byte ", pos);
+      TORCH_CHECK(in_.read(pos, &bytes[0], bytes.size()) == bytes.size(), who_, ": ", where_, ": cannot read ", window,
+                  " bytes at byte ", pos);
       Document attempt;
       try {
         const size_t used = unpickle(bytes.data(), bytes.size(), context, attempt, loader);
@@ -137,10 +136,11 @@ class LegacyReader {
   at::Tensor allocate(const StoragePid& pid) {
     const auto element = static_cast<uint64_t>(c10::elementSize(pid.dtype));
     const uint64_t left = size_ - std::min(size_, reserved_);
-    TORCH_CHECK(static_cast<uint64_t>(pid.numel) <= left / element && static_cast<uint64_t>(pid.numel) * element + 8 <= left,
-                who_, ": ", where_, ": storage ", pid.key, " of ", pid.numel, " ", pid.dtype, " elements (",
-                static_cast<uint64_t>(pid.numel) * element, " bytes) cannot fit in the rest of a file of ", size_,
-                " bytes (corrupted element count?)");
+    TORCH_CHECK(
+        static_cast<uint64_t>(pid.numel) <= left / element && static_cast<uint64_t>(pid.numel) * element + 8 <= left,
+        who_, ": ", where_, ": storage ", pid.key, " of ", pid.numel, " ", pid.dtype, " elements (",
+        static_cast<uint64_t>(pid.numel) * element, " bytes) cannot fit in the rest of a file of ", size_,
+        " bytes (corrupted element count?)");
     reserved_ += static_cast<uint64_t>(pid.numel) * element + 8;
     return at::empty({pid.numel}, at::TensorOptions().dtype(pid.dtype));
   }
@@ -169,7 +169,8 @@ class LegacyReader {
       TORCH_CHECK(filled.insert(key).second, who_, ": ", where_, ": the storage section lists storage '", key,
                   "' twice");
       TORCH_CHECK(size_ - pos >= 8, who_, ": ", where_, ": truncated storage section: expected the element count of ",
-                  "storage '", key, "' (", i + 1, " of ", count, ") at byte ", pos, " but the file ends at byte ", size_);
+                  "storage '", key, "' (", i + 1, " of ", count, ") at byte ", pos, " but the file ends at byte ",
+                  size_);
       const uint64_t numel = read_u64(pos);
       TORCH_CHECK(numel == static_cast<uint64_t>(root->numel()), who_, ": ", where_, ": storage '", key, "' (", i + 1,
                   " of ", count, "): expected ", root->numel(), " ", root->scalar_type(),

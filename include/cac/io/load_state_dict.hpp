@@ -88,8 +88,8 @@ struct LoadReport {
   /// A multi-line summary: counts, then each problem key.
   std::string to_string(size_t max_keys = 50) const {
     std::ostringstream out;
-    out << "loaded " << loaded_keys.size() << " keys, " << missing_keys.size() << " missing, "
-        << unexpected_keys.size() << " unexpected, " << mismatched_keys.size() << " with another shape";
+    out << "loaded " << loaded_keys.size() << " keys, " << missing_keys.size() << " missing, " << unexpected_keys.size()
+        << " unexpected, " << mismatched_keys.size() << " with another shape";
     auto list = [&](const char* title, const std::vector<std::string>& keys) {
       if (keys.empty()) return;
       out << "\n" << title << ":";
@@ -111,9 +111,7 @@ struct LoadReport {
 };
 
 /// Prints `LoadReport::to_string()`.
-inline std::ostream& operator<<(std::ostream& stream, const LoadReport& report) {
-  return stream << report.to_string();
-}
+inline std::ostream& operator<<(std::ostream& stream, const LoadReport& report) { return stream << report.to_string(); }
 
 /// `key` with `options.strip_prefix()` removed and the first matching rule of
 /// `options.key_map()` applied.
@@ -167,7 +165,8 @@ inline LoadReport load_state_dict(torch::nn::Module& module, const StateDict& st
     auto found = mapped.find(key);
     if (found == mapped.end()) {
       const std::string suffix = "num_batches_tracked";
-      const bool counter = key.size() >= suffix.size() && key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0;
+      const bool counter =
+          key.size() >= suffix.size() && key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0;
       if (!(counter && options.allow_missing_num_batches_tracked())) report.missing_keys.push_back(key);
       continue;
     }

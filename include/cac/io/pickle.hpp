@@ -153,9 +153,7 @@ struct Value {
         }
         out << "}";
         break;
-      case ValueKind::Tensor:
-        out << "tensor(" << tensor.scalar_type() << ", " << tensor.sizes() << ")";
-        break;
+      case ValueKind::Tensor: out << "tensor(" << tensor.scalar_type() << ", " << tensor.sizes() << ")"; break;
       case ValueKind::Storage: out << "storage(" << tensor.scalar_type() << ", " << tensor.numel() << ")"; break;
       case ValueKind::Global: out << "<" << text << ">"; break;
       case ValueKind::Object: out << "<" << text << " object>"; break;
@@ -240,12 +238,14 @@ namespace detail {
 
 /// The dtype of a legacy typed-storage class name (`FloatStorage` ...), or `Undefined`.
 inline c10::ScalarType storage_dtype(const std::string& name) {
+  // clang-format off
   static const std::pair<const char*, c10::ScalarType> table[] = {
       {"FloatStorage", at::kFloat},     {"DoubleStorage", at::kDouble},   {"HalfStorage", at::kHalf},
       {"BFloat16Storage", at::kBFloat16}, {"LongStorage", at::kLong},   {"IntStorage", at::kInt},
       {"ShortStorage", at::kShort},     {"CharStorage", at::kChar},       {"ByteStorage", at::kByte},
       {"BoolStorage", at::kBool},       {"ComplexFloatStorage", at::kComplexFloat},
       {"ComplexDoubleStorage", at::kComplexDouble}};
+  // clang-format on
   for (const auto& entry : table) {
     if (name == entry.first) return entry.second;
   }
@@ -269,12 +269,14 @@ inline c10::ScalarType storage_type_dtype(const std::string& global) {
 
 /// The legacy typed-storage class name of `dtype` (`FloatStorage` ...); throws for others.
 inline std::string storage_class(c10::ScalarType dtype, const char* who) {
+  // clang-format off
   static const std::pair<c10::ScalarType, const char*> table[] = {
       {at::kFloat, "FloatStorage"},     {at::kDouble, "DoubleStorage"},   {at::kHalf, "HalfStorage"},
       {at::kBFloat16, "BFloat16Storage"}, {at::kLong, "LongStorage"},   {at::kInt, "IntStorage"},
       {at::kShort, "ShortStorage"},     {at::kChar, "CharStorage"},       {at::kByte, "ByteStorage"},
       {at::kBool, "BoolStorage"},       {at::kComplexFloat, "ComplexFloatStorage"},
       {at::kComplexDouble, "ComplexDoubleStorage"}};
+  // clang-format on
   for (const auto& entry : table) {
     if (entry.first == dtype) return entry.second;
   }
@@ -285,9 +287,9 @@ inline std::string storage_class(c10::ScalarType dtype, const char* who) {
 /// ... but got ...` error for anything else.
 inline StoragePid parse_storage_pid(const Value& pid, const char* who, const std::string& where) {
   const auto& items = pid.items;
-  const bool shaped = pid.kind == ValueKind::Tuple && items.size() >= 5 && items.size() <= 6 &&
-                      items[0]->is_string() && items[0]->text == "storage" && items[1]->kind == ValueKind::Global &&
-                      items[2]->is_string() && items[4]->kind == ValueKind::Int;
+  const bool shaped = pid.kind == ValueKind::Tuple && items.size() >= 5 && items.size() <= 6 && items[0]->is_string() &&
+                      items[0]->text == "storage" && items[1]->kind == ValueKind::Global && items[2]->is_string() &&
+                      items[4]->kind == ValueKind::Int;
   TORCH_CHECK(shaped, who, ": ", where, ": expected a persistent id ('storage', type, key, location, numel) but got ",
               pid.repr(1));
   StoragePid out;
@@ -304,8 +306,8 @@ inline StoragePid parse_storage_pid(const Value& pid, const char* who, const std
     const Value& view = *items[5];
     TORCH_CHECK(view.kind == ValueKind::Tuple && view.items.size() == 3 && view.items[0]->is_string() &&
                     view.items[1]->kind == ValueKind::Int && view.items[2]->kind == ValueKind::Int,
-                who, ": ", where, ": storage ", out.key, ": expected view metadata (view_key, offset, size) or None but got ",
-                view.repr(1));
+                who, ": ", where, ": storage ", out.key,
+                ": expected view metadata (view_key, offset, size) or None but got ", view.repr(1));
     out.view = true;
     out.view_key = view.items[0]->text;
     out.view_offset = view.items[1]->integer;
@@ -350,8 +352,8 @@ class StorageTable {
     auto* keep = new c10::Storage(root.storage());
     // const_cast: LibTorch 2.x's data() is const; the view writes through to root, as torch.load's does.
     char* start = static_cast<char*>(const_cast<void*>(root.storage().data())) + pid.view_offset * element;
-    c10::DataPtr data(start, keep, [](void* context) { delete static_cast<c10::Storage*>(context); },
-                      root.device());
+    c10::DataPtr data(
+        start, keep, [](void* context) { delete static_cast<c10::Storage*>(context); }, root.device());
     c10::Storage storage(c10::Storage::use_byte_size_t(), static_cast<size_t>(pid.view_numel * element),
                          std::move(data), nullptr, false);
     at::Tensor tensor = at::empty({0}, root.options());
@@ -388,19 +390,19 @@ class Unpickler {
       const size_t op_pos = pos_;
       const uint8_t op = u8();
       switch (op) {
-        case 0x80: u8(); break;                           // PROTO
-        case 0x95: skip(8); break;                        // FRAME
-        case '.': finish(op_pos); return pos_;            // STOP
+        case 0x80: u8(); break;                 // PROTO
+        case 0x95: skip(8); break;              // FRAME
+        case '.': finish(op_pos); return pos_;  // STOP
         case 'N': push(doc_.make(ValueKind::None)); break;
-        case 0x88: push(make_bool(true)); break;          // NEWTRUE
-        case 0x89: push(make_bool(false)); break;         // NEWFALSE
+        case 0x88: push(make_bool(true)); break;                       // NEWTRUE
+        case 0x89: push(make_bool(false)); break;                      // NEWFALSE
         case 'J': push(make_int(static_cast<int32_t>(le(4)))); break;  // BININT
-        case 'K': push(make_int(u8())); break;            // BININT1
-        case 'M': push(make_int(le(2))); break;           // BININT2
-        case 0x8a: push(make_long(u8(), op_pos)); break;  // LONG1
-        case 0x8b: push(make_long(le(4), op_pos)); break; // LONG4
-        case 'I': push(make_text_int(line(), op_pos)); break;  // INT (protocol 0, also True/False)
-        case 'G': {                                       // BINFLOAT (big endian)
+        case 'K': push(make_int(u8())); break;                         // BININT1
+        case 'M': push(make_int(le(2))); break;                        // BININT2
+        case 0x8a: push(make_long(u8(), op_pos)); break;               // LONG1
+        case 0x8b: push(make_long(le(4), op_pos)); break;              // LONG4
+        case 'I': push(make_text_int(line(), op_pos)); break;          // INT (protocol 0, also True/False)
+        case 'G': {                                                    // BINFLOAT (big endian)
           uint64_t bits = 0;
           for (int i = 0; i < 8; ++i) bits = (bits << 8) | u8();
           Value* v = doc_.make(ValueKind::Float);
@@ -408,24 +410,26 @@ class Unpickler {
           push(v);
           break;
         }
-        case 'X': push(make_string(ValueKind::String, le(4))); break;     // BINUNICODE
-        case 0x8c: push(make_string(ValueKind::String, u8())); break;     // SHORT_BINUNICODE
-        case 0x8d: push(make_string(ValueKind::String, le(8))); break;    // BINUNICODE8
-        case 'T': push(make_string(ValueKind::String, le(4))); break;     // BINSTRING (py2 str)
-        case 'U': push(make_string(ValueKind::String, u8())); break;      // SHORT_BINSTRING
-        case 'B': push(make_string(ValueKind::Bytes, le(4))); break;      // BINBYTES
-        case 'C': push(make_string(ValueKind::Bytes, u8())); break;       // SHORT_BINBYTES
-        case 0x8e: push(make_string(ValueKind::Bytes, le(8))); break;     // BINBYTES8
-        case 0x96: push(make_string(ValueKind::Bytes, le(8))); break;     // BYTEARRAY8
-        case '}': push(doc_.make(ValueKind::Dict)); break;                // EMPTY_DICT
-        case ']': push(doc_.make(ValueKind::List)); break;                // EMPTY_LIST
-        case ')': push(doc_.make(ValueKind::Tuple)); break;               // EMPTY_TUPLE
-        case 0x8f: push(doc_.make(ValueKind::Set)); break;                // EMPTY_SET
-        case '(': marks_.push_back(stack_.size()); break;                 // MARK
+        case 'X': push(make_string(ValueKind::String, le(4))); break;              // BINUNICODE
+        case 0x8c: push(make_string(ValueKind::String, u8())); break;              // SHORT_BINUNICODE
+        case 0x8d: push(make_string(ValueKind::String, le(8))); break;             // BINUNICODE8
+        case 'T': push(make_string(ValueKind::String, le(4))); break;              // BINSTRING (py2 str)
+        case 'U': push(make_string(ValueKind::String, u8())); break;               // SHORT_BINSTRING
+        case 'B': push(make_string(ValueKind::Bytes, le(4))); break;               // BINBYTES
+        case 'C': push(make_string(ValueKind::Bytes, u8())); break;                // SHORT_BINBYTES
+        case 0x8e: push(make_string(ValueKind::Bytes, le(8))); break;              // BINBYTES8
+        case 0x96: push(make_string(ValueKind::Bytes, le(8))); break;              // BYTEARRAY8
+        case '}': push(doc_.make(ValueKind::Dict)); break;                         // EMPTY_DICT
+        case ']': push(doc_.make(ValueKind::List)); break;                         // EMPTY_LIST
+        case ')': push(doc_.make(ValueKind::Tuple)); break;                        // EMPTY_TUPLE
+        case 0x8f: push(doc_.make(ValueKind::Set)); break;                         // EMPTY_SET
+        case '(': marks_.push_back(stack_.size()); break;                          // MARK
         case 't': push(make_sequence(ValueKind::Tuple, pop_mark(op_pos))); break;  // TUPLE
         case 'l': push(make_sequence(ValueKind::List, pop_mark(op_pos))); break;   // LIST
         case 0x91: push(make_sequence(ValueKind::Set, pop_mark(op_pos))); break;   // FROZENSET
-        case 0x85: case 0x86: case 0x87: {                                // TUPLE1/2/3
+        case 0x85:
+        case 0x86:
+        case 0x87: {  // TUPLE1/2/3
           const size_t n = op - 0x84u;
           need_stack(n, op_pos);
           std::vector<const Value*> items(stack_.end() - static_cast<std::ptrdiff_t>(n), stack_.end());
@@ -433,55 +437,62 @@ class Unpickler {
           push(make_sequence(ValueKind::Tuple, std::move(items)));
           break;
         }
-        case 'd': {                                                       // DICT
+        case 'd': {  // DICT
           auto items = pop_mark(op_pos);
           Value* dict = doc_.make(ValueKind::Dict);
           set_items(dict, items, op_pos);
           push(dict);
           break;
         }
-        case 's': {                                                       // SETITEM
+        case 's': {  // SETITEM
           need_stack(3, op_pos);
           std::vector<const Value*> items(stack_.end() - 2, stack_.end());
           stack_.resize(stack_.size() - 2);
           set_items(mutable_top(op_pos), items, op_pos);
           break;
         }
-        case 'u': {                                                       // SETITEMS
+        case 'u': {  // SETITEMS
           auto items = pop_mark(op_pos);
           need_stack(1, op_pos);
           set_items(mutable_top(op_pos), items, op_pos);
           break;
         }
-        case 'a': {                                                       // APPEND
+        case 'a': {  // APPEND
           need_stack(2, op_pos);
           const Value* item = pop();
           append_items(mutable_top(op_pos), {item}, op_pos);
           break;
         }
-        case 'e': case 0x90: {                                            // APPENDS, ADDITEMS
+        case 'e':
+        case 0x90: {  // APPENDS, ADDITEMS
           auto items = pop_mark(op_pos);
           need_stack(1, op_pos);
           append_items(mutable_top(op_pos), items, op_pos);
           break;
         }
-        case '0': need_stack(1, op_pos); pop(); break;                    // POP
-        case '1': pop_mark(op_pos); break;                                // POP_MARK
-        case '2': need_stack(1, op_pos); push(stack_.back()); break;      // DUP
-        case 'q': put(u8(), op_pos); break;                               // BINPUT
-        case 'r': put(le(4), op_pos); break;                              // LONG_BINPUT
-        case 0x94: put(memo_.size(), op_pos); break;                      // MEMOIZE
-        case 'p': put(parse_uint(line(), op_pos), op_pos); break;         // PUT
-        case 'h': get(u8(), op_pos); break;                               // BINGET
-        case 'j': get(le(4), op_pos); break;                              // LONG_BINGET
-        case 'g': get(parse_uint(line(), op_pos), op_pos); break;         // GET
-        case 'c': {                                                       // GLOBAL
+        case '0':
+          need_stack(1, op_pos);
+          pop();
+          break;                            // POP
+        case '1': pop_mark(op_pos); break;  // POP_MARK
+        case '2':
+          need_stack(1, op_pos);
+          push(stack_.back());
+          break;                                                   // DUP
+        case 'q': put(u8(), op_pos); break;                        // BINPUT
+        case 'r': put(le(4), op_pos); break;                       // LONG_BINPUT
+        case 0x94: put(memo_.size(), op_pos); break;               // MEMOIZE
+        case 'p': put(parse_uint(line(), op_pos), op_pos); break;  // PUT
+        case 'h': get(u8(), op_pos); break;                        // BINGET
+        case 'j': get(le(4), op_pos); break;                       // LONG_BINGET
+        case 'g': get(parse_uint(line(), op_pos), op_pos); break;  // GET
+        case 'c': {                                                // GLOBAL
           std::string module = line();
           std::string name = line();
           push(make_global(module + "." + name));
           break;
         }
-        case 0x93: {                                                      // STACK_GLOBAL
+        case 0x93: {  // STACK_GLOBAL
           need_stack(2, op_pos);
           const Value* name = pop();
           const Value* module = pop();
@@ -489,21 +500,21 @@ class Unpickler {
           push(make_global(module->text + "." + name->text));
           break;
         }
-        case 'R': {                                                       // REDUCE
+        case 'R': {  // REDUCE
           need_stack(2, op_pos);
           const Value* args = pop();
           const Value* callable = pop();
           push(call(callable, args, op_pos));
           break;
         }
-        case 0x81: {                                                      // NEWOBJ
+        case 0x81: {  // NEWOBJ
           need_stack(2, op_pos);
           const Value* args = pop();
           const Value* cls = pop();
           push(call(cls, args, op_pos));
           break;
         }
-        case 0x92: {                                                      // NEWOBJ_EX
+        case 0x92: {  // NEWOBJ_EX
           need_stack(3, op_pos);
           pop();  // kwargs
           const Value* args = pop();
@@ -511,14 +522,14 @@ class Unpickler {
           push(call(cls, args, op_pos));
           break;
         }
-        case 'b': {                                                       // BUILD
+        case 'b': {  // BUILD
           need_stack(2, op_pos);
           const Value* state = pop();
           Value* target = mutable_top(op_pos);
           if (target->kind == ValueKind::Dict || target->kind == ValueKind::Object) target->state = state;
           break;  // tensors (`_rebuild_tensor_v2` ignores no state here) and others: state dropped
         }
-        case 'Q': {                                                       // BINPERSID
+        case 'Q': {  // BINPERSID
           need_stack(1, op_pos);
           const Value* pid = pop();
           if (pid->kind == ValueKind::Tuple && pid->items.size() >= 2 && pid->items[0]->is_string() &&
@@ -575,7 +586,9 @@ class Unpickler {
   }
   std::string line() {
     const void* end = std::memchr(data_ + pos_, '\n', size_ - pos_);
-    if (!end) TORCH_CHECK(false, "cac::io::read_checkpoint: ", where_, ": truncated pickle: expected a newline after byte ", pos_);
+    if (!end)
+      TORCH_CHECK(false, "cac::io::read_checkpoint: ", where_, ": truncated pickle: expected a newline after byte ",
+                  pos_);
     const size_t n = static_cast<size_t>(static_cast<const char*>(end) - (data_ + pos_));
     std::string text(data_ + pos_, n);
     pos_ += n + 1;
@@ -592,7 +605,11 @@ class Unpickler {
   }
 
   void push(const Value* v) { stack_.push_back(v); }
-  const Value* pop() { const Value* v = stack_.back(); stack_.pop_back(); return v; }
+  const Value* pop() {
+    const Value* v = stack_.back();
+    stack_.pop_back();
+    return v;
+  }
   void need_stack(size_t n, size_t at) const {
     const size_t floor = marks_.empty() ? 0 : marks_.back();
     if (stack_.size() < floor + n) fail(at, "stack underflow (expected ", n, " items above the mark)");
@@ -853,7 +870,7 @@ class Unpickler {
 /// error). Every read is bounds-checked: malformed input throws `c10::Error`, never reads past
 /// `size`; input that ends before `STOP` throws a message containing "truncated pickle".
 inline size_t unpickle(const char* data, size_t size, const std::string& where, Document& document,
-                     StorageLoader load_storage = nullptr) {
+                       StorageLoader load_storage = nullptr) {
   if (!load_storage) {
     load_storage = [where](const Value&) -> at::Tensor {
       TORCH_CHECK(false, "cac::io::unpickle: ", where, ": expected no persistent ids but found one");
