@@ -31,9 +31,8 @@ std::vector<std::string> output_names(const std::vector<std::string>& images, co
       for (const auto& input : images) {
         std::error_code missing;
         TORCH_CHECK(!std::filesystem::equivalent(out, input, missing),
-                    "expected outputs beside the inputs, not over "
-                    "them, but ",
-                    out.string(), " is the input ", input, "; choose another --out-dir");
+                    "expected outputs beside the inputs, not over them, but ", out.string(), " is the input ", input,
+                    "; choose another --out-dir");
       }
     }
     names.push_back(name);
