@@ -17,6 +17,7 @@ build=${CAC_BUILD_DIR:-build}
 packages=(libtorch-dev catch2 libfmt-dev libopenblas0-openmp libbenchmark-dev cmake g++ ninja-build ccache libcli11-dev
           libyaml-cpp-dev nlohmann-json3-dev libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
           libgloo-dev)
+[[ $mode == test ]] && packages+=(clang-format-14)  # the format check (tests/format.cmake)
 [[ $mode == deps ]] && packages+=("${@:2}")
 
 missing=()
