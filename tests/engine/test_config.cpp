@@ -3,6 +3,7 @@
 #include "engine/builders.hpp"
 #include "engine/config.hpp"
 #include "engine/schema.hpp"
+#include "data/dataset.hpp"
 #include "models/registry.hpp"
 
 #include <catch2/catch.hpp>
@@ -144,7 +145,55 @@ TEST_CASE("config: every shipped config loads and builds its model", "[config]")
     CHECK_NOTHROW(cac_engine::LrSchedule(config));
     ++count;
   }
-  CHECK(count >= 48);  // 22 ADE20K, 22 COCO-Stuff, 4 context-shift
+  CHECK(count >= 68);  // 22 ADE20K, 22 COCO-Stuff, 16 Cityscapes, 4 Pascal-Context 59, 4 context-shift
+}
+
+TEST_CASE("config: Cityscapes and Pascal-Context 59 configs follow mmseg 0.x's", "[config]") {
+  // mmseg 0.x: _base_/datasets/cityscapes.py (2048×1024, ratios 0.5–2, crop (512, 1024), samples_per_gpu 2),
+  // the *_512x1024_80k_cityscapes.py models (whole-image test, schedule_80k: SGD lr 0.01, wd 5e-4);
+  // _base_/datasets/pascal_context_59.py (520×520, crop (480, 480), samples_per_gpu 4) and the
+  // *_480x480_80k_pascal_context_59.py models (slide 480/320, SGD lr 0.004, wd 1e-4). The rows are
+  // the zoo models mmseg ships for each: 8 on Cityscapes, DeepLabV3+ R-50/R-101 on Pascal-Context 59.
+  const std::vector<std::string> cityscapes{
+      "fcn_mobilenetv2", "deeplabv3plus_mobilenetv2", "ocrnet_hrnetv2_w18", "ocrnet_hrnetv2_w48", "upernet_r50",
+      "upernet_r101",    "deeplabv3plus_r50",         "deeplabv3plus_r101"};
+  const std::vector<std::string> pascal_context{"deeplabv3plus_r50", "deeplabv3plus_r101"};
+  int64_t checked = 0;
+  for (const auto& [folder, models] :
+       {std::pair{std::string("cityscapes"), cityscapes}, std::pair{std::string("pascal_context59"), pascal_context}}) {
+    const bool city = folder == "cityscapes";
+    for (const auto& model : models) {
+      for (const std::string variant : {"", "_cac"}) {
+        const fs::path file = cac_engine::configs_dir() / folder / (model + variant + "_80k.yaml");
+        INFO(file.string());
+        const Config config = Config::load(file);
+        CHECK(config.get<std::string>("model.name") == model);
+        CHECK(config.get<bool>("model.cac") == (variant == "_cac"));
+        CHECK(config.get<int64_t>("model.num_classes") == (city ? 19 : 59));
+        CHECK(config.get<std::string>("data.type") == (city ? "cityscapes" : "pascal_context59"));
+        CHECK(config.get<std::vector<int64_t>>("data.train_pipeline.crop_size") ==
+              (city ? std::vector<int64_t>{512, 1024} : std::vector<int64_t>{480, 480}));
+        CHECK(config.get<std::vector<int64_t>>("data.train_pipeline.img_scale") ==
+              (city ? std::vector<int64_t>{2048, 1024} : std::vector<int64_t>{520, 520}));
+        CHECK(config.get<std::vector<double>>("data.train_pipeline.ratio_range") == std::vector<double>{0.5, 2.0});
+        CHECK(config.get<int64_t>("data.batch_size") == (city ? 2 : 4));
+        CHECK(config.get<int64_t>("schedule.iterations") == 80000);
+        CHECK(config.get<std::string>("optimizer.type") == "sgd");
+        CHECK(config.get<double>("optimizer.lr") == Approx(city ? 0.01 : 0.004));
+        CHECK(config.get<double>("optimizer.weight_decay") == Approx(city ? 5e-4 : 1e-4));
+        CHECK(config.get<std::string>("evaluation.mode") == (city ? "whole" : "slide"));
+        if (!city) {
+          CHECK(config.get<std::vector<int64_t>>("evaluation.crop") == std::vector<int64_t>{480, 480});
+          CHECK(config.get<std::vector<int64_t>>("evaluation.stride") == std::vector<int64_t>{320, 320});
+        }
+        // The layout's class table has the model's class count.
+        CHECK((city ? cac_data::cityscapes_info() : cac_data::pascal_context59_info()).num_classes() ==
+              config.get<int64_t>("model.num_classes"));
+        ++checked;
+      }
+    }
+  }
+  CHECK(checked == 20);
 }
 
 TEST_CASE("config: Table 1 configs name the released ImageNet weights; training without them fails early", "[config]") {
