@@ -261,9 +261,10 @@ TrainResult train(const Config& config, const TrainOptions& options) {
     store.update_best(*model, evaluation.metrics.mIoU, state);
   };
   const int64_t first = state.iteration;
-  bool pending = state.evaluation_pending;  // the resumed run's evaluation at `first` failed: run it now
-  if (pending && first < every.end) {
+  bool pending = state.evaluation_pending;  // the resumed run's evaluation at `first` failed: run it now,
+  if (pending && first < every.end) {       // and record that it is done (a later resume would repeat it)
     run_evaluation(first);
+    checkpoint(first);
     pending = false;
   }
   for (int64_t iter = first; iter < every.end; ++iter) {
