@@ -174,20 +174,6 @@ TEST_CASE("CheckpointStore: numbered checkpoints, latest, keep_last, best and re
   CHECK(kept[1].first == 6);
   CHECK(names_in(dir) == std::vector<std::string>{"iter_4.pt", "iter_6.pt", "latest.pt"});
 
-  // A checkpoint write that fails midway (a file size limit, like a full disk) is one error naming
-  // the file; the process goes on (LibTorch's zip writer used to throw from its destructor, which
-  // ended the process, temporary included), and latest.pt still names the previous checkpoint.
-  {
-    torch::nn::Linear big(256, 256);
-    torch::optim::SGD big_optimizer(big->parameters(), torch::optim::SGDOptions(0.1));
-    FileSizeLimit limit(8192);
-    CHECK_THROWS_WITH(
-        store.save(*big, big_optimizer, {8, {}, 0.25}, loader, config),
-        Contains("cac_io::write_file: cannot write " + (dir / "iter_8.pt").string() + ": File too large"));
-  }
-  CHECK(names_in(dir) == std::vector<std::string>{"iter_4.pt", "iter_6.pt", "latest.pt"});
-  CHECK(fs::equivalent(store.latest(), dir / "iter_6.pt"));
-
   // Resume: the newest weights, the state, and the CPU RNG as it was at the save.
   const torch::Tensor expected_draw = torch::rand({3});
   torch::nn::Linear other(3, 2);
@@ -222,6 +208,20 @@ TEST_CASE("CheckpointStore: numbered checkpoints, latest, keep_last, best and re
   CHECK_THROWS_WITH(reader.resume(*other, other_optimizer, loader, 10),
                     Contains("cac_engine::CheckpointStore::resume: expected a checkpoint to resume from at " +
                              (quiet / "latest.pt").string()));
+
+  // A checkpoint write that fails midway (a file size limit, like a full disk) is one error naming
+  // the file; the process goes on (LibTorch's zip writer used to throw from its destructor, which
+  // ended the process, temporary included), and latest.pt still names the previous checkpoint.
+  {
+    torch::nn::Linear big(256, 256);
+    torch::optim::SGD big_optimizer(big->parameters(), torch::optim::SGDOptions(0.1));
+    FileSizeLimit limit(8192);
+    CHECK_THROWS_WITH(
+        store.save(*big, big_optimizer, {8, {}, 0.25}, loader, config),
+        Contains("cac_io::write_file: cannot write " + (dir / "iter_8.pt").string() + ": File too large"));
+  }
+  CHECK(names_in(dir) == std::vector<std::string>{"best.pt", "iter_4.pt", "iter_6.pt", "latest.pt"});
+  CHECK(fs::equivalent(store.latest(), dir / "iter_6.pt"));
   fs::remove_all(dir);
   fs::remove_all(quiet);
 }
