@@ -261,11 +261,9 @@ TrainResult train(const Config& config, const TrainOptions& options) {
     store.update_best(*model, evaluation.metrics.mIoU, state);
   };
   const int64_t first = state.iteration;
-  bool pending = state.evaluation_pending;  // the resumed run's evaluation at `first` failed: run it now,
-  if (pending && first < every.end) {       // and record that it is done (a later resume would repeat it)
-    run_evaluation(first);
+  if (state.evaluation_pending) {  // the resumed run's evaluation at `first` failed: run it, and record it
+    run_evaluation(first);         // done (else a later resume would run it again)
     checkpoint(first);
-    pending = false;
   }
   for (int64_t iter = first; iter < every.end; ++iter) {
     const DeviceBatch data = next_batch(loader, device);
@@ -280,7 +278,7 @@ TrainResult train(const Config& config, const TrainOptions& options) {
     if (every.checkpoint > 0 && done % every.checkpoint == 0 && done != every.end) checkpoint(done);
     result.iteration = done;
   }
-  if (result.iteration > first || pending) {
+  if (result.iteration > first) {
     if (options.stop_at() == 0 || every.end == lr_schedule.iterations()) run_evaluation(result.iteration);
     checkpoint(result.iteration);
   }
