@@ -120,6 +120,7 @@ void CheckpointStore::save(torch::nn::Module& model, torch::optim::Optimizer& op
   archive.write("loader_position", torch::tensor(state.loader.position));
   archive.write("loader_samples_per_step", torch::tensor(loader.batch_size() * loader.world_size()));
   archive.write("best_miou", torch::tensor(state.best_miou, torch::kDouble));
+  archive.write("evaluation_pending", torch::tensor(static_cast<int64_t>(state.evaluation_pending)));
   {
     auto generator = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(generator.mutex());
@@ -164,6 +165,8 @@ TrainState CheckpointStore::resume(torch::nn::Module& model, torch::optim::Optim
     state.loader = convert_loader_state(state.loader, saved_step.item<int64_t>(), loader, batches_per_epoch);
   }
   state.best_miou = read("best_miou").item<double>();
+  torch::Tensor pending;  // absent from checkpoints of earlier versions: nothing pending
+  state.evaluation_pending = archive.try_read("evaluation_pending", pending) && pending.item<int64_t>() != 0;
   const torch::Tensor value = read("cpu_rng");
   auto generator = at::detail::getDefaultCPUGenerator();
   std::lock_guard<std::mutex> lock(generator.mutex());

@@ -35,6 +35,9 @@ struct TrainState {
   cac_data::LoaderState loader;
   /// The best validation mIoU so far (-1 before the first evaluation).
   double best_miou = -1.0;
+  /// The evaluation due at `iteration` failed after this checkpoint was written (a resume runs it
+  /// first); false in checkpoints written before this entry existed.
+  bool evaluation_pending = false;
 };
 
 /// The checkpoints of one work directory. Only the process constructed with `writes` (rank 0)

@@ -30,10 +30,11 @@ double seconds(Clock::time_point start, Clock::time_point end) {
   return std::chrono::duration<double>(end - start).count();
 }
 
-/// Makes the work dir ready for a run of `effective` and writes its `config.yaml` (rank 0): a work
-/// dir that holds a run (any of the files `train` writes) is continued (`resume`), emptied of those
-/// files (`overwrite`) or refused, so two runs never mix; other files are left alone.
-void prepare_work_dir(const TrainOptions& options, const Config& effective) {
+/// Makes the work dir ready for a run (rank 0): a work dir that holds a run (any of the files
+/// `train` writes) is continued (`resume`), emptied of those files (`overwrite`) or refused, so two
+/// runs never mix; other files are left alone. `config.yaml` is written later, once the run is
+/// known to have work to do.
+void prepare_work_dir(const TrainOptions& options) {
   const std::filesystem::path& dir = options.work_dir();
   std::vector<std::filesystem::path> run_files = CheckpointStore(dir, 0, false).files();
   for (const char* name : {"log.jsonl", "config.yaml", "curves.png"}) {
@@ -45,7 +46,6 @@ void prepare_work_dir(const TrainOptions& options, const Config& effective) {
                 " files); use --resume to continue it, --overwrite to replace it, or another --work-dir");
     for (const auto& file : run_files) std::filesystem::remove(file);
   }
-  cac_io::write_file(dir / "config.yaml", effective.dump());
 }
 
 /// `config` with `runtime.seed` set to the seed of this run (`--seed` or the config's); seeds
@@ -106,6 +106,25 @@ Schedule schedule_of(const Config& effective, const TrainOptions& options, const
   every.keep_last = effective.get<int64_t>("runtime.keep_last");
   every.end = options.stop_at() > 0 ? std::min(options.stop_at(), lr.iterations()) : lr.iterations();
   return every;
+}
+
+/// Why a resumed run has nothing left to do (its checkpoint is at or past where this run stops and
+/// no evaluation is pending), or "" when it has work. Such a run rewrites nothing.
+std::string nothing_to_do(const TrainOptions& options, const TrainState& state, const Schedule& every,
+                          int64_t iterations) {
+  if (!options.resume() || state.iteration < every.end || state.evaluation_pending) return "";
+  const std::string dir = options.work_dir().string();
+  if (every.end < iterations) {
+    return fmt::format(
+        "work dir {} is already at iteration {} (--stop-at {}); nothing to do, no file rewritten — to continue, "
+        "--resume with a later --stop-at or none",
+        dir, state.iteration, options.stop_at());
+  }
+  return fmt::format(
+      "work dir {} already finished at iteration {} of {}; nothing to do, no file rewritten — to train longer, raise "
+      "schedule.iterations (e.g. --set schedule.iterations={}) and --resume again (the learning-rate schedule then "
+      "spans the new length)",
+      dir, state.iteration, iterations, std::max(state.iteration, iterations) * 2);
 }
 
 /// The training split; rank 0 first, so a generated dataset (context_shift) is written once.
@@ -207,7 +226,7 @@ TrainResult train(const Config& config, const TrainOptions& options) {
   const auto group = options.group() ? options.group() : join_environment_group(device, options.timeout());
   const bool main_rank = group->rank() == 0, verbose = options.verbose() && main_rank;
   const std::filesystem::path& dir = options.work_dir();
-  if (main_rank) prepare_work_dir(options, effective);
+  if (main_rank) prepare_work_dir(options);
   cac_models::EncoderDecoder model = build_initial_model(effective, options, device, group, verbose);
   auto optimizer = build_optimizer(effective, *model);
   const LrSchedule lr_schedule(effective);
@@ -219,23 +238,33 @@ TrainResult train(const Config& config, const TrainOptions& options) {
   TrainState state;
   if (options.resume())
     loader.restore((state = store.resume(*model, *optimizer, loader.options(), loader.batches_per_epoch())).loader);
+  if (const std::string done = nothing_to_do(options, state, every, lr_schedule.iterations()); !done.empty()) {
+    if (verbose) fmt::print("{}\n", done);
+    group->barrier();
+    return TrainResult{state.iteration, {}, {}, {}, 0.0, /*already_finished=*/true};
+  }
+  if (main_rank) cac_io::write_file(dir / "config.yaml", effective.dump());
   broadcast_parameters(*model, *group);
   TrainLog log(log_options(options, main_rank, lr_schedule.iterations(), state), *group);
   TrainResult result{state.iteration};
-  const auto checkpoint = [&](int64_t iteration) {
-    state = TrainState{iteration, loader.state(), state.best_miou};
+  const auto checkpoint = [&](int64_t iteration, bool evaluation_pending = false) {
+    state = TrainState{iteration, loader.state(), state.best_miou, evaluation_pending};
     store.save(*model, *optimizer, state, loader.options(), effective);
   };
   const auto run_evaluation = [&](int64_t iteration) {  // a failed evaluation costs no training: checkpoint first
     const EvaluateResult evaluation =
         with_fallback([&] { return evaluate(model, effective, EvaluateOptions().device(device).group(group)); },
-                      [&] { checkpoint(iteration); });
+                      [&] { checkpoint(iteration, /*evaluation_pending=*/true); });
     model->train();
     result.evaluations.push_back({iteration, evaluation.metrics});
     log.evaluation(iteration, evaluation.metrics, evaluation.images, evaluation.ms_per_image);
     store.update_best(*model, evaluation.metrics.mIoU, state);
   };
   const int64_t first = state.iteration;
+  if (state.evaluation_pending) {  // the resumed run's evaluation at `first` failed: run it, and record it
+    run_evaluation(first);         // done (else a later resume would run it again)
+    checkpoint(first);
+  }
   for (int64_t iter = first; iter < every.end; ++iter) {
     const DeviceBatch data = next_batch(loader, device);
     const auto start = Clock::now();
@@ -249,7 +278,7 @@ TrainResult train(const Config& config, const TrainOptions& options) {
     if (every.checkpoint > 0 && done % every.checkpoint == 0 && done != every.end) checkpoint(done);
     result.iteration = done;
   }
-  if (result.iteration > first || result.evaluations.empty()) {
+  if (result.iteration > first) {
     if (options.stop_at() == 0 || every.end == lr_schedule.iterations()) run_evaluation(result.iteration);
     checkpoint(result.iteration);
   }

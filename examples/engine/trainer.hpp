@@ -35,7 +35,9 @@ struct TrainOptions {
   /// Work directory: checkpoints, `log.jsonl`, `config.yaml`, curves.
   /// Default: "work_dirs/run"
   TORCH_ARG(std::filesystem::path, work_dir) = "work_dirs/run";
-  /// Continue from `work_dir/latest.pt` (model, optimizer, iteration, RNG and loader state).
+  /// Continue from `work_dir/latest.pt` (model, optimizer, iteration, RNG and loader state). A run
+  /// already at its end is left as it is (`TrainResult::already_finished`); one whose last
+  /// evaluation failed runs that evaluation first.
   /// Default: false
   TORCH_ARG(bool, resume) = false;
   /// Replace the run a work dir already holds (its `iter_N.pt`, `latest.pt`, `best.pt`,
@@ -92,6 +94,9 @@ struct TrainResult {
   std::vector<std::pair<int64_t, double>> losses;
   /// Seconds per training iteration (median of the logged intervals).
   double seconds_per_iteration = 0.0;
+  /// `resume` found the run already at its end (the schedule's, or `stop_at`): nothing was
+  /// trained, evaluated or written, and the reason was printed.
+  bool already_finished = false;
 };
 
 /// Trains the model of `config` (see docs/training.md for the keys) and evaluates it every

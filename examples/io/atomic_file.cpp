@@ -89,9 +89,8 @@ void AtomicFile::write(const void* data, size_t size) {
 }
 
 size_t AtomicFile::write_or_defer(const void* data, size_t size) noexcept {
-  if (deferred_ != 0 || fd_ < 0) return 0;
-  deferred_ = write_all(fd_, data, size);
-  return deferred_ == 0 ? size : 0;
+  if (deferred_ == 0) deferred_ = fd_ < 0 ? EBADF : write_all(fd_, data, size);
+  return size;  // a short count would make the caller throw, maybe from a destructor
 }
 
 std::string AtomicFile::deferred_error() const {

@@ -44,8 +44,10 @@ class AtomicFile {
   void write(const void* data, size_t size);
   /// Appends `bytes`.
   void write(std::string_view bytes) { write(bytes.data(), bytes.size()); }
-  /// `write` for writer callbacks that must not throw (e.g. `torch::serialize::OutputArchive::
-  /// save_to`): returns `size`, or 0 once a write failed; the failure is reported by `commit()`.
+  /// `write` for writer callbacks that must not throw or come up short (`torch::serialize::
+  /// OutputArchive::save_to`: its zip writer throws on a short count, also from its destructor,
+  /// which ends the process): always returns `size`; once a write failed, the rest is dropped and
+  /// `commit()` reports the failure.
   size_t write_or_defer(const void* data, size_t size) noexcept;
   /// Flushes, fsyncs and closes the temporary and renames it over `path`; throws on any failure
   /// (including one deferred by `write_or_defer`), leaving `path` as it was.

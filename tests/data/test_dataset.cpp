@@ -163,11 +163,24 @@ TEST_CASE("Cityscapes layout: per-city folders, names keep the city", "[dataset]
     write(dir.path() / "leftImg8bit/train" / (std::string(stem) + "_leftImg8bit.png"), gray_image(4, 8, 20));
     write(dir.path() / "gtFine/train" / (std::string(stem) + "_gtFine_labelTrainIds.png"), label_with({18, 255}, 4, 8));
   }
+  // The other files of mmseg's converted gtFine tree stay beside the train ids and are not read.
+  write(dir.path() / "gtFine/train/aachen/aachen_000000_000019_gtFine_labelIds.png", label_with({33}, 4, 8));
+  write(dir.path() / "gtFine/train/aachen/aachen_000000_000019_gtFine_color.png", gray_image(4, 8, 20));
+  write(dir.path() / "leftImg8bit/val/frankfurt/frankfurt_000000_000294_leftImg8bit.png", gray_image(4, 8, 20));
+  write(dir.path() / "gtFine/val/frankfurt/frankfurt_000000_000294_gtFine_labelTrainIds.png", label_with({0}, 4, 8));
   const auto train = make_dataset(DatasetOptions("cityscapes", dir.path().string()));
   REQUIRE(train->size() == 2);
+  CHECK(train->info().num_classes() == 19);
   CHECK(train->load(0).name == "aachen/aachen_000000_000019");
   CHECK(train->load(1).name == "zurich/zurich_000001_000019");
+  CHECK(train->image_path(0) ==
+        (dir.path() / "leftImg8bit/train/aachen/aachen_000000_000019_leftImg8bit.png").string());
   CHECK(static_cast<int>(train->load(0).label.at<uint8_t>(0, 0)) == 18);
+  CHECK(static_cast<int>(train->load(0).label.at<uint8_t>(0, 1)) == 255);  // no reduce_zero_label
+  CHECK(static_cast<int>(train->load(0).label.at<uint8_t>(1, 0)) == 0);
+  const auto val = make_dataset(DatasetOptions("cityscapes", dir.path().string()).split("val"));
+  REQUIRE(val->size() == 1);
+  CHECK(val->load(0).name == "frankfurt/frankfurt_000000_000294");
   write(dir.path() / "leftImg8bit/train/bonn/bonn_000000_000019_leftImg8bit.png", gray_image(4, 8, 20));
   CHECK_THROWS_WITH(make_dataset(DatasetOptions("cityscapes", dir.path().string())),
                     Contains("gtFine/train/bonn/bonn_000000_000019_gtFine_labelTrainIds.png"));

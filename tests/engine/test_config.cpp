@@ -3,14 +3,18 @@
 #include "engine/builders.hpp"
 #include "engine/config.hpp"
 #include "engine/schema.hpp"
+#include "data/dataset.hpp"
+#include "data/transforms.hpp"
 #include "models/registry.hpp"
 
 #include <catch2/catch.hpp>
+#include <opencv2/imgcodecs.hpp>
 #include <torch/torch.h>
 
 #include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <random>
 #include <sstream>
 
 using cac_engine::Config;
@@ -144,7 +148,55 @@ TEST_CASE("config: every shipped config loads and builds its model", "[config]")
     CHECK_NOTHROW(cac_engine::LrSchedule(config));
     ++count;
   }
-  CHECK(count >= 48);  // 22 ADE20K, 22 COCO-Stuff, 4 context-shift
+  CHECK(count >= 68);  // 22 ADE20K, 22 COCO-Stuff, 16 Cityscapes, 4 Pascal-Context 59, 4 context-shift
+}
+
+TEST_CASE("config: Cityscapes and Pascal-Context 59 configs follow mmseg 0.x's", "[config]") {
+  // mmseg 0.x: _base_/datasets/cityscapes.py (2048×1024, ratios 0.5–2, crop (512, 1024), samples_per_gpu 2),
+  // the *_512x1024_80k_cityscapes.py models (whole-image test, schedule_80k: SGD lr 0.01, wd 5e-4);
+  // _base_/datasets/pascal_context_59.py (520×520, crop (480, 480), samples_per_gpu 4) and the
+  // *_480x480_80k_pascal_context_59.py models (slide 480/320, SGD lr 0.004, wd 1e-4). The rows are
+  // the zoo models mmseg ships for each: 8 on Cityscapes, DeepLabV3+ R-50/R-101 on Pascal-Context 59.
+  const std::vector<std::string> cityscapes{
+      "fcn_mobilenetv2", "deeplabv3plus_mobilenetv2", "ocrnet_hrnetv2_w18", "ocrnet_hrnetv2_w48", "upernet_r50",
+      "upernet_r101",    "deeplabv3plus_r50",         "deeplabv3plus_r101"};
+  const std::vector<std::string> pascal_context{"deeplabv3plus_r50", "deeplabv3plus_r101"};
+  int64_t checked = 0;
+  for (const auto& [folder, models] :
+       {std::pair{std::string("cityscapes"), cityscapes}, std::pair{std::string("pascal_context59"), pascal_context}}) {
+    const bool city = folder == "cityscapes";
+    for (const auto& model : models) {
+      for (const std::string variant : {"", "_cac"}) {
+        const fs::path file = cac_engine::configs_dir() / folder / (model + variant + "_80k.yaml");
+        INFO(file.string());
+        const Config config = Config::load(file);
+        CHECK(config.get<std::string>("model.name") == model);
+        CHECK(config.get<bool>("model.cac") == (variant == "_cac"));
+        CHECK(config.get<int64_t>("model.num_classes") == (city ? 19 : 59));
+        CHECK(config.get<std::string>("data.type") == (city ? "cityscapes" : "pascal_context59"));
+        CHECK(config.get<std::vector<int64_t>>("data.train_pipeline.crop_size") ==
+              (city ? std::vector<int64_t>{512, 1024} : std::vector<int64_t>{480, 480}));
+        CHECK(config.get<std::vector<int64_t>>("data.train_pipeline.img_scale") ==
+              (city ? std::vector<int64_t>{2048, 1024} : std::vector<int64_t>{520, 520}));
+        CHECK(config.get<std::vector<double>>("data.train_pipeline.ratio_range") == std::vector<double>{0.5, 2.0});
+        CHECK(config.get<int64_t>("data.batch_size") == (city ? 2 : 4));
+        CHECK(config.get<int64_t>("schedule.iterations") == 80000);
+        CHECK(config.get<std::string>("optimizer.type") == "sgd");
+        CHECK(config.get<double>("optimizer.lr") == Approx(city ? 0.01 : 0.004));
+        CHECK(config.get<double>("optimizer.weight_decay") == Approx(city ? 5e-4 : 1e-4));
+        CHECK(config.get<std::string>("evaluation.mode") == (city ? "whole" : "slide"));
+        if (!city) {
+          CHECK(config.get<std::vector<int64_t>>("evaluation.crop") == std::vector<int64_t>{480, 480});
+          CHECK(config.get<std::vector<int64_t>>("evaluation.stride") == std::vector<int64_t>{320, 320});
+        }
+        // The layout's class table has the model's class count.
+        CHECK((city ? cac_data::cityscapes_info() : cac_data::pascal_context59_info()).num_classes() ==
+              config.get<int64_t>("model.num_classes"));
+        ++checked;
+      }
+    }
+  }
+  CHECK(checked == 20);
 }
 
 TEST_CASE("config: Table 1 configs name the released ImageNet weights; training without them fails early", "[config]") {
@@ -530,4 +582,72 @@ TEST_CASE("config: configs_dir() finds installed configs, the source tree's, or 
     setenv("CAC_CONFIGS_DIR", saved_value.c_str(), 1);
   else
     unsetenv("CAC_CONFIGS_DIR");
+}
+
+TEST_CASE("config: the Cityscapes and Pascal-Context 59 configs read tiny trees in mmseg's layouts", "[config]") {
+  // The trees mmseg's tools/convert_datasets/{cityscapes,pascal_context}.py leave: Cityscapes
+  // per-city folders with the other gtFine files beside the labelTrainIds ones (ignored); Pascal-
+  // Context's VOC2010 JPEGImages, SegmentationClassContext (0 = background) and split files.
+  const fs::path root = write_files("trees", {{"VOC2010/ImageSets/SegmentationContext/train.txt", "2008_000008\n"},
+                                              {"VOC2010/ImageSets/SegmentationContext/val.txt", "2008_000009\n"}});
+  const auto write_image = [](const fs::path& path, int height, int width) {
+    fs::create_directories(path.parent_path());
+    REQUIRE(cv::imwrite(path.string(), cv::Mat(height, width, CV_8UC3, cv::Scalar(40, 80, 120))));
+  };
+  const auto write_label = [](const fs::path& path, int height, int width, std::initializer_list<int> first) {
+    fs::create_directories(path.parent_path());
+    cv::Mat label(height, width, CV_8UC1, cv::Scalar(1));
+    int x = 0;
+    for (int v : first) label.at<uint8_t>(0, x++) = static_cast<uint8_t>(v);
+    REQUIRE(cv::imwrite(path.string(), label));
+  };
+  for (const std::string split : {"train", "val"}) {
+    const std::string stem = split == "train" ? "aachen/aachen_000000_000019" : "frankfurt/frankfurt_000000_000294";
+    write_image(root / "cityscapes/leftImg8bit" / split / (stem + "_leftImg8bit.png"), 256, 512);
+    write_label(root / "cityscapes/gtFine" / split / (stem + "_gtFine_labelTrainIds.png"), 256, 512, {0, 18, 255});
+    write_label(root / "cityscapes/gtFine" / split / (stem + "_gtFine_labelIds.png"), 256, 512, {33});
+    write_image(root / "cityscapes/gtFine" / split / (stem + "_gtFine_color.png"), 256, 512);
+  }
+  for (const std::string name : {"2008_000008", "2008_000009"}) {
+    write_image(root / "VOC2010/JPEGImages" / (name + ".jpg"), 375, 500);
+    write_label(root / "VOC2010/SegmentationClassContext" / (name + ".png"), 375, 500, {0, 1, 59});
+  }
+  struct Case {
+    std::string config, root, train_name;
+    int64_t classes;
+    std::vector<int> labels;  // train ids of the first three pixels
+    std::vector<int64_t> crop, test_size;
+  };
+  for (const Case& row : {Case{"cityscapes/deeplabv3plus_r50_cac_80k.yaml",
+                               "cityscapes",
+                               "aachen/aachen_000000_000019",
+                               19,
+                               {0, 18, 255},
+                               {512, 1024},
+                               {1024, 2048}},
+                          Case{"pascal_context59/deeplabv3plus_r101_cac_80k.yaml",
+                               "VOC2010",
+                               "2008_000008",
+                               59,
+                               {255, 0, 58},
+                               {480, 480},
+                               {390, 520}}}) {
+    INFO(row.config);
+    const Config config =
+        Config::load(cac_engine::configs_dir() / row.config, {"data.root=" + (root / row.root).string()});
+    const auto train = cac_engine::build_dataset(config, "train");
+    REQUIRE(train->size() == 1);
+    CHECK(train->info().num_classes() == row.classes);
+    const cac_data::RawSample raw = train->load(0);
+    CHECK(raw.name == row.train_name);
+    for (int x = 0; x < 3; ++x) CHECK(static_cast<int>(raw.label.at<uint8_t>(0, x)) == row.labels[x]);
+    std::mt19937_64 rng(0);
+    const cac_data::Sample sample = cac_data::train_transform(raw, cac_engine::train_pipeline(config), rng);
+    CHECK(sample.image.sizes() == torch::IntArrayRef{3, row.crop[0], row.crop[1]});
+    CHECK(sample.label.sizes() == torch::IntArrayRef{row.crop[0], row.crop[1]});
+    const auto val = cac_engine::build_dataset(config, "val");
+    REQUIRE(val->size() == 1);
+    const cac_data::Sample test = cac_data::test_transform(val->load(0), cac_engine::test_pipeline(config));
+    CHECK(test.image.sizes() == torch::IntArrayRef{3, row.test_size[0], row.test_size[1]});
+  }
 }

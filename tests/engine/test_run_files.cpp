@@ -93,7 +93,9 @@ TEST_CASE("cac_io::write_file replaces a file atomically and reports failures by
     FileSizeLimit limit(4096);
     cac_io::AtomicFile file(target);
     const std::string big(64 * 1024, 'y');
-    CHECK(file.write_or_defer(big.data(), big.size()) == 0);
+    CHECK(file.write_or_defer(big.data(), big.size()) == big.size());  // never short: see the header
+    CHECK_THAT(file.deferred_error(), Contains("File too large"));
+    CHECK(file.write_or_defer(big.data(), 10) == 10);  // dropped
     CHECK_THAT(file.deferred_error(), Contains("File too large"));
     CHECK_THROWS_WITH(file.commit(), Contains("cannot write " + target.string()));
   }
@@ -206,6 +208,20 @@ TEST_CASE("CheckpointStore: numbered checkpoints, latest, keep_last, best and re
   CHECK_THROWS_WITH(reader.resume(*other, other_optimizer, loader, 10),
                     Contains("cac_engine::CheckpointStore::resume: expected a checkpoint to resume from at " +
                              (quiet / "latest.pt").string()));
+
+  // A checkpoint write that fails midway (a file size limit, like a full disk) is one error naming
+  // the file; the process goes on (LibTorch's zip writer used to throw from its destructor, which
+  // ended the process, temporary included), and latest.pt still names the previous checkpoint.
+  {
+    torch::nn::Linear big(256, 256);
+    torch::optim::SGD big_optimizer(big->parameters(), torch::optim::SGDOptions(0.1));
+    FileSizeLimit limit(8192);
+    CHECK_THROWS_WITH(
+        store.save(*big, big_optimizer, {8, {}, 0.25}, loader, config),
+        Contains("cac_io::write_file: cannot write " + (dir / "iter_8.pt").string() + ": File too large"));
+  }
+  CHECK(names_in(dir) == std::vector<std::string>{"best.pt", "iter_4.pt", "iter_6.pt", "latest.pt"});
+  CHECK(fs::equivalent(store.latest(), dir / "iter_6.pt"));
   fs::remove_all(dir);
   fs::remove_all(quiet);
 }

@@ -9,12 +9,23 @@
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <fstream>
+#include <iterator>
 
 using cac_engine::Config;
 namespace fs = std::filesystem;
 
 using cac_engine_test::tiny_config;
+
+namespace {
+
+std::string read_bytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+}  // namespace
 using cac_engine_test::weights;
 
 TEST_CASE("trainer: k iterations + resume + k equal 2k iterations exactly (CPU)", "[trainer]") {
@@ -243,6 +254,7 @@ TEST_CASE("trainer: an evaluation that fails writes the checkpoint of its iterat
   for (const auto& entry : fs::directory_iterator(validation)) images.push_back(entry.path());
   REQUIRE_FALSE(images.empty());
   std::sort(images.begin(), images.end());
+  const std::string good_image = read_bytes(images.front());
   std::ofstream(images.front(), std::ios::binary | std::ios::trunc) << "not a png";
   CHECK_THROWS_WITH(cac_engine::train(config, cac_engine::TrainOptions().work_dir(dir / "run").verbose(false)),
                     Catch::Contains(images.front().string()));
@@ -251,4 +263,58 @@ TEST_CASE("trainer: an evaluation that fails writes the checkpoint of its iterat
   CHECK(fs::equivalent(dir / "run" / "latest.pt", dir / "run" / "iter_4.pt"));
   auto model = cac_engine::build_model(config);
   CHECK_NOTHROW(cac_engine::load_weights(*model, dir / "run" / "latest.pt"));
+  // The checkpoint remembers the evaluation it owes: once the image is readable again, --resume runs
+  // it (and logs it), and a further --resume has nothing left to do.
+  std::ofstream(images.front(), std::ios::binary | std::ios::trunc) << good_image;
+  const auto resumed =
+      cac_engine::train(config, cac_engine::TrainOptions().work_dir(dir / "run").verbose(false).resume(true));
+  CHECK_FALSE(resumed.already_finished);
+  REQUIRE(resumed.evaluations.size() == 1);
+  CHECK(resumed.evaluations[0].iteration == 4);
+  CHECK(read_bytes(dir / "run" / "log.jsonl").find("\"mode\":\"val\"") != std::string::npos);
+  CHECK(cac_engine::train(config, cac_engine::TrainOptions().work_dir(dir / "run").verbose(false).resume(true))
+            .already_finished);
+}
+
+TEST_CASE("trainer: --resume of a finished run rewrites nothing and says how to train longer", "[trainer]") {
+  const fs::path dir = fs::temp_directory_path() / "cac_trainer_finished";
+  fs::remove_all(dir);
+  Config config = tiny_config(dir / "data", false, 4);
+  config.set("runtime.checkpoint_interval=2");
+  const auto options = cac_engine::TrainOptions().work_dir(dir / "run").verbose(false);
+  cac_engine::train(config, options);
+  const std::vector<std::string> names{"latest.pt", "iter_2.pt",   "iter_4.pt", "best.pt",
+                                       "log.jsonl", "config.yaml", "curves.png"};
+  const auto snapshot = [&] {
+    std::vector<std::pair<std::string, int64_t>> files;  // bytes, mtime
+    for (const auto& name : names)
+      files.emplace_back(read_bytes(dir / "run" / name),
+                         fs::last_write_time(dir / "run" / name).time_since_epoch().count());
+    return files;
+  };
+  const auto before = snapshot();
+  const auto listing = [&] {
+    std::vector<std::string> out;
+    for (const auto& entry : fs::directory_iterator(dir / "run")) out.push_back(entry.path().filename().string());
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  const auto files_before = listing();
+  const auto result = cac_engine::train(config, cac_engine::TrainOptions(options).resume(true));
+  CHECK(result.already_finished);
+  CHECK(result.iteration == 4);
+  CHECK(result.evaluations.empty());
+  CHECK((snapshot() == before));  // bytes and modification times (not printed: megabytes)
+  CHECK(listing() == files_before);
+  // The message (printed when verbose) is pinned through cac-train by cac_train_resume_finished.
+  // --stop-at at or before the checkpoint: nothing to do either.
+  CHECK(cac_engine::train(config, cac_engine::TrainOptions(options).resume(true).stop_at(2)).already_finished);
+  CHECK((snapshot() == before));
+  // Raising schedule.iterations continues the run.
+  Config longer = config;
+  longer.set("schedule.iterations=6");
+  const auto more = cac_engine::train(longer, cac_engine::TrainOptions(options).resume(true));
+  CHECK_FALSE(more.already_finished);
+  CHECK(more.iteration == 6);
+  CHECK(fs::equivalent(dir / "run" / "latest.pt", dir / "run" / "iter_6.pt"));
 }
