@@ -41,6 +41,13 @@ cac::io::LoadReport compare(torch::nn::Module& model, const cac::io::StateDict& 
   return report;
 }
 
+/// "mmseg, cac, backbone, ...": the names `--checkpoint-source` takes.
+std::string source_names() {
+  std::string names;
+  for (const auto& name : cac_models::checkpoint_source_names()) names += (names.empty() ? "" : ", ") + name;
+  return names;
+}
+
 /// A hint for a strict mismatch: the official CAC projectors under another layout, or the config.
 std::string mismatch_hint(const cac::io::LoadReport& report, const std::string& source) {
   bool official_projectors = false, zoo_projectors = false;
@@ -51,9 +58,7 @@ std::string mismatch_hint(const cac::io::LoadReport& report, const std::string& 
   }
   if (official_projectors && source != "cac")
     return "its projectors are named as the official CAC release names them: use --checkpoint-source cac";
-  if (report.loaded_keys.empty())
-    return "no key matched: check --checkpoint-source (" +
-           fmt::format("{}", fmt::join(cac_models::checkpoint_source_names(), ", ")) + ")";
+  if (report.loaded_keys.empty()) return "no key matched: check --checkpoint-source (" + source_names() + ")";
   if (zoo_projectors || !report.mismatched_keys.empty() || !report.missing_keys.empty())
     return "use the config of the model the checkpoint holds (model.name, model.num_classes, model.cac)";
   return "check --checkpoint-source and the config's model";
@@ -81,7 +86,7 @@ std::string load_checkpoint(torch::nn::Module& model, const std::filesystem::pat
     TORCH_CHECK(report.ok(), "cac_engine::load_checkpoint: expected ", path.string(),
                 " (a PyTorch checkpoint read in the ", source,
                 " layout) to hold every key of the model with its shape, and no other (strict: evaluation and "
-                "inference need every weight), but got ",
+                "inference need every weight), but got:\n",
                 report.to_string(kListedKeys), "\n", mismatch_hint(report, source));
     cac::io::load_state_dict(model, state_dict);
     return fmt::format("loaded every key of {} ({} tensors, {} layout)", path.string(), report.loaded_keys.size(),
