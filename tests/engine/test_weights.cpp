@@ -86,14 +86,14 @@ TEST_CASE("dataset_info: class names and palette from the config alone, no datas
   const cac_data::DatasetInfo info = cac_engine::dataset_info(config);
   CHECK(info.num_classes() == 4);
   CHECK(info.classes == cac_data::context_shift_info(4).classes);
-  CHECK(info.palette == cac_data::context_shift_info(4).palette);
+  CHECK((info.palette == cac_data::context_shift_info(4).palette));
   CHECK_FALSE(fs::exists(root));  // nothing generated
   config.set("data.type=ade20k");
   CHECK(cac_engine::dataset_info(config).classes == cac_data::ade20k_info().classes);
   config.set("data.type=cityscapes");
-  CHECK(cac_engine::dataset_info(config).palette == cac_data::cityscapes_info().palette);
+  CHECK((cac_engine::dataset_info(config).palette == cac_data::cityscapes_info().palette));
   config.set("data.classes=[sky, road]");
   CHECK(cac_engine::dataset_info(config).classes == std::vector<std::string>{"sky", "road"});
-  CHECK(cac_engine::dataset_info(config).palette == cac_data::default_palette(2));
+  CHECK((cac_engine::dataset_info(config).palette == cac_data::default_palette(2)));
   CHECK_FALSE(fs::exists(root));
 }
