@@ -41,14 +41,15 @@ endfunction()
 if(CASE STREQUAL "infer_pth")
   # An official CAC .pth (zip) and an mmseg .pth (legacy torch.save), written by PyTorch, segment an
   # image with only the config, the checkpoint and the image.
-  run(${INFER} ${CAC} ${OFFICIAL} ${FIXTURES}/street_48x40.png --checkpoint-source cac --out-dir ${WORK}/cac ${NO_DATA})
-  if(NOT status EQUAL 0 OR NOT out MATCHES "loaded every key of [^\n]*fcn_tiny_cac_official.pth \\(50 tensors, cac layout\\)")
+  # The official layout is detected (decode_head.proj.*); the legacy file is read as mmseg.
+  run(${INFER} ${CAC} ${OFFICIAL} ${FIXTURES}/street_48x40.png --out-dir ${WORK}/cac ${NO_DATA})
+  if(NOT status EQUAL 0 OR NOT out MATCHES "loaded every key of [^\n]*fcn_tiny_cac_official.pth \\(50 tensors, cac layout, detected\\)")
     message(FATAL_ERROR "cac-infer with an official CAC .pth failed (${status}):\n${out}\n${err}")
   endif()
   expect_png(${WORK}/cac/street_48x40.png 48 40)
   expect_png(${WORK}/cac/street_48x40_overlay.png 48 40)
   run(${INFER} ${BASELINE} ${LEGACY} ${FIXTURES}/street_48x40.png --out-dir ${WORK}/mmseg ${NO_DATA})
-  if(NOT status EQUAL 0 OR NOT out MATCHES "\\(44 tensors, mmseg layout\\)")
+  if(NOT status EQUAL 0 OR NOT out MATCHES "\\(44 tensors, mmseg layout, detected\\)")
     message(FATAL_ERROR "cac-infer with a legacy mmseg .pth failed (${status}):\n${out}\n${err}")
   endif()
   expect_png(${WORK}/mmseg/street_48x40.png 48 40)
@@ -63,13 +64,13 @@ elseif(CASE STREQUAL "eval_pth")
     message(FATAL_ERROR "cac-eval with an official CAC .pth failed (${status}):\n${out}\n${err}")
   endif()
 elseif(CASE STREQUAL "wrong_checkpoint")
-  # The official layout read as mmseg (the default): file, layout, keys and the fix.
-  run(${INFER} ${CAC} ${OFFICIAL} ${FIXTURES}/street_48x40.png --out-dir ${WORK}/out ${NO_DATA})
+  # The official layout read as mmseg: file, layout, keys and the fix.
+  run(${INFER} ${CAC} ${OFFICIAL} ${FIXTURES}/street_48x40.png --checkpoint-source mmseg --out-dir ${WORK}/out ${NO_DATA})
   expect_failure("official .pth read as mmseg"
                  "cac-infer: cac_engine::load_checkpoint: expected [^\n]*fcn_tiny_cac_official.pth \\(a PyTorch checkpoint read in the mmseg layout\\) to hold every key.*6 missing, 6 unexpected.*decode_head.cac.context_projector.0.weight.*use --checkpoint-source cac")
   # A checkpoint of another model: the baseline's weights for the CAC config, the CAC weights for the baseline.
   run(${EVAL} ${CAC} ${LEGACY} ${NO_DATA})
-  expect_failure("baseline .pth for the CAC model" "cac-eval: [^\n]*fcn_tiny_mmseg_legacy.pth \\(a PyTorch checkpoint read in the mmseg layout\\).*6 missing, 0 unexpected.*model.num_classes, model.cac")
+  expect_failure("baseline .pth for the CAC model" "cac-eval: [^\n]*fcn_tiny_mmseg_legacy.pth \\(a PyTorch checkpoint read in the mmseg layout, detected\\).*6 missing, 0 unexpected.*model.num_classes, model.cac")
   run(${INFER} ${BASELINE} ${OFFICIAL} ${FIXTURES}/street_48x40.png --checkpoint-source cac --set model.num_classes=5
       --set data.context_shift.num_classes=5 ${NO_DATA})
   expect_failure("CAC .pth for a 5-class baseline" "fcn_tiny_cac_official.pth \\(a PyTorch checkpoint read in the cac layout\\).*0 missing, 6 unexpected, 2 with another shape.*decode_head.conv_seg.weight: checkpoint \\[6, 48, 1, 1\\], module \\[5, 48, 1, 1\\]")

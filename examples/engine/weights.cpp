@@ -9,7 +9,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
-#include <set>
+#include <regex>
 
 namespace cac_engine {
 
@@ -39,6 +39,16 @@ cac::io::LoadReport compare(torch::nn::Module& model, const cac::io::StateDict& 
     if (own.find(entry.first) == own.end()) report.unexpected_keys.push_back(entry.first);
   }
   return report;
+}
+
+/// `cac` when a decode head's keys are named as the official CAC release names its projectors
+/// (`decode_head[.N].proj.*`, `decode_head[.N].apd_proj.*`; no zoo module has those names), else `mmseg`.
+std::string detect_source(const cac::io::StateDict& state_dict) {
+  static const std::regex official(R"(^decode_head\.(\d+\.)?(apd_)?proj\.)");
+  for (const auto& entry : state_dict) {
+    if (std::regex_search(entry.first, official)) return "cac";
+  }
+  return "mmseg";
 }
 
 /// "mmseg, cac, backbone, ...": the names `--checkpoint-source` takes.
@@ -79,21 +89,22 @@ std::string load_checkpoint(torch::nn::Module& model, const std::filesystem::pat
     load_weights(model, path);                           // every key must match; a mismatch says what the file holds
     return "loaded every key of " + path.string() + " (a cac-train checkpoint)";
   }
-  const cac_models::CheckpointSource layout = cac_models::checkpoint_source(source);
-  const cac::io::StateDict state_dict = cac_models::convert_state_dict(cac::io::read_state_dict(path.string()), layout);
+  const cac::io::StateDict read = cac::io::read_state_dict(path.string());
+  const std::string layout = source.empty() ? detect_source(read) : source;
+  const std::string described = layout + (source.empty() ? " layout, detected" : " layout");
+  const cac::io::StateDict state_dict = cac_models::convert_state_dict(read, cac_models::checkpoint_source(layout));
   if (strict) {
     const cac::io::LoadReport report = compare(model, state_dict);
     TORCH_CHECK(report.ok(), "cac_engine::load_checkpoint: expected ", path.string(),
-                " (a PyTorch checkpoint read in the ", source,
-                " layout) to hold every key of the model with its shape, and no other (strict: evaluation and "
+                " (a PyTorch checkpoint read in the ", described,
+                ") to hold every key of the model with its shape, and no other (strict: evaluation and "
                 "inference need every weight), but got:\n",
-                report.to_string(kListedKeys), "\n", mismatch_hint(report, source));
+                report.to_string(kListedKeys), "\n", mismatch_hint(report, layout));
     cac::io::load_state_dict(model, state_dict);
-    return fmt::format("loaded every key of {} ({} tensors, {} layout)", path.string(), report.loaded_keys.size(),
-                       source);
+    return fmt::format("loaded every key of {} ({} tensors, {})", path.string(), report.loaded_keys.size(), described);
   }
   const cac::io::LoadReport report = cac::io::load_state_dict(model, state_dict, cac::io::LoadOptions().strict(false));
-  TORCH_CHECK(!report.loaded_keys.empty(), "cac_engine::load_checkpoint: expected ", path.string(), " (as ", source,
+  TORCH_CHECK(!report.loaded_keys.empty(), "cac_engine::load_checkpoint: expected ", path.string(), " (as ", layout,
               ") to share keys with the model but none matched:\n", report.to_string());
   return report.to_string();
 }

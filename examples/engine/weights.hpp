@@ -26,9 +26,10 @@ namespace cac_engine {
 /// with `cac::io::read_state_dict` (zip or legacy `torch.save`; mmcv's `{'meta', 'state_dict'}`,
 /// timm's `{'model'}` or a plain dict) and its keys converted from `source` (one of
 /// `cac_models::checkpoint_source_names()`: `mmseg`, `cac`, `backbone`, `mmcls`, `swin`,
-/// `torchvision`). `strict`: every key of the model present with its shape and no other key (else
-/// nothing is copied and the error names the file, the layout and the missing, unexpected and
-/// mismatched keys); not strict: the matching keys are copied, and at least one must match.
+/// `torchvision`); an empty `source` is detected: `cac` when the decode head's keys name the
+/// official CAC projectors (`decode_head[.N].proj.*`, `apd_proj.*`), else `mmseg`. `strict`: every key of the model
+/// present with its shape and no other key (else nothing is copied and the error names the file, the layout and the
+/// missing, unexpected and mismatched keys); not strict: the matching keys are copied, and at least one must match.
 std::string load_checkpoint(torch::nn::Module& model, const std::filesystem::path& path, const std::string& source,
                             bool strict);
 

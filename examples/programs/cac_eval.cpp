@@ -29,8 +29,10 @@ int main(int argc, char** argv) {
                  "checkpoint: cac-train's (latest.pt, best.pt, iter_N.pt) or a PyTorch .pth (zip or legacy torch.save)")
       ->required()
       ->check(CLI::ExistingFile);
-  app.add_option("--checkpoint-source", checkpoint_source,
-                 "key layout of a .pth checkpoint (default: model.pretrained_source, mmseg); ignored for cac-train's")
+  app.add_option(
+         "--checkpoint-source", checkpoint_source,
+         "key layout of a .pth checkpoint (default: cac when it names the official CAC projectors, else mmseg); "
+         "ignored for cac-train's")
       ->check(CLI::IsMember(cac_models::checkpoint_source_names()));
   app.add_option("--mode", mode, "whole or slide (default: evaluation.mode)")->check(CLI::IsMember({"whole", "slide"}));
   app.add_flag("--aug-test", aug_test, "multi-scale (0.5 ... 1.75) and flip test");
@@ -50,9 +52,7 @@ int main(int argc, char** argv) {
     auto target = cac_engine::parse_device(device);
     const auto group = cac_engine::join_environment_group(target);
     auto model = cac_engine::build_model(config);
-    const std::string source =
-        checkpoint_source.empty() ? config.get<std::string>("model.pretrained_source") : checkpoint_source;
-    const std::string loaded = cac_engine::load_checkpoint(*model, checkpoint, source, /*strict=*/true);
+    const std::string loaded = cac_engine::load_checkpoint(*model, checkpoint, checkpoint_source, /*strict=*/true);
     if (group->rank() == 0) fmt::print("{}\n", loaded);
     model->to(target);
     auto inference = cac_engine::inference_options(config);

@@ -90,8 +90,10 @@ int main(int argc, char** argv) {
                  "recursive")
       ->required()
       ->check(CLI::ExistingPath);
-  app.add_option("--checkpoint-source", checkpoint_source,
-                 "key layout of a .pth checkpoint (default: model.pretrained_source, mmseg); ignored for cac-train's")
+  app.add_option(
+         "--checkpoint-source", checkpoint_source,
+         "key layout of a .pth checkpoint (default: cac when it names the official CAC projectors, else mmseg); "
+         "ignored for cac-train's")
       ->check(CLI::IsMember(cac_models::checkpoint_source_names()));
   app.add_option("--out-dir", out_dir, "output directory");
   app.add_option("--opacity", opacity, "overlay opacity")->check(CLI::Range(0.0, 1.0));
@@ -109,9 +111,7 @@ int main(int argc, char** argv) {
     const auto target = cac_engine::parse_device(device);
     const auto info = cac_engine::dataset_info(config);  // from data.type: no dataset needed
     auto model = cac_engine::build_model(config);
-    const std::string source =
-        checkpoint_source.empty() ? config.get<std::string>("model.pretrained_source") : checkpoint_source;
-    fmt::print("{}\n", cac_engine::load_checkpoint(*model, checkpoint, source, /*strict=*/true));
+    fmt::print("{}\n", cac_engine::load_checkpoint(*model, checkpoint, checkpoint_source, /*strict=*/true));
     model->to(target);
     model->eval();
     const auto pipeline = cac_engine::test_pipeline(config);
@@ -132,8 +132,13 @@ int main(int argc, char** argv) {
             cac_eval::predict(model, sample.image.unsqueeze(0).to(target), inference, {raw.image.rows, raw.image.cols});
         cac_eval::write_prediction(dir, raw.name, raw.image, mask, info.palette, opacity);
       } catch (const std::exception& e) {
-        throw std::runtime_error(fmt::format("while segmenting {} ({}x{}): {}", file, raw.image.cols, raw.image.rows,
-                                             cac_engine::error_message(e)));
+        const std::string message = cac_engine::error_message(e);
+        const bool memory = message.find("allocate") != std::string::npos || dynamic_cast<const std::bad_alloc*>(&e);
+        throw std::runtime_error(fmt::format("while segmenting {} ({}x{}): {}{}", file, raw.image.cols, raw.image.rows,
+                                             message,
+                                             memory ? "; the image needs more memory than is free: segment a "
+                                                      "downscaled copy, or evaluation.mode=slide for a large test scale"
+                                                    : ""));
       }
       fmt::print("{} -> {}\n", file, (dir / (raw.name + "_overlay.png")).string());
     }

@@ -68,6 +68,14 @@ TEST_CASE("load_checkpoint: strict loading names the file, the layout and the ke
                Catch::Contains("loaded every key of") && Catch::Contains(std::string(layout) + " layout"));
     CHECK(same_weights(*model, *source));
   }
+  // No source: the official CAC projector names are detected, anything else is mmseg.
+  for (const auto& [file, layout] : {std::pair<const char*, const char*>{"full.pth", "mmseg layout, detected"},
+                                     {"official.pth", "cac layout, detected"}}) {
+    INFO(file);
+    auto model = cac_engine::build_model(config);
+    CHECK_THAT(cac_engine::load_checkpoint(*model, dir / file, "", true), Catch::Contains(layout));
+    CHECK(same_weights(*model, *source));
+  }
   // A cac-train checkpoint: detected, loaded whatever the source says.
   cac_engine::save_weights(*source, dir / "weights.pt");
   auto model = cac_engine::build_model(config);
