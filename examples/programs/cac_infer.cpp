@@ -10,9 +10,9 @@
 #include "engine/weights.hpp"
 
 #include "data/transforms.hpp"
-#include "models/converters.hpp"
 #include "eval/image_inputs.hpp"
 #include "eval/visualize.hpp"
+#include "models/converters.hpp"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -47,8 +47,8 @@ std::vector<std::string> output_names(const std::vector<std::string>& images, co
   return names;
 }
 
-// Throws unless the test pipeline's resize leaves `file` at least one pixel per side (a 2×3000
-// image at img_scale {64, 64} would become 0×64, which OpenCV refuses without naming the file).
+// Throws unless the test pipeline's resize leaves `file` at least one pixel per side (a 3000×2
+// image at img_scale {64, 64} would become 64×0, which OpenCV refuses without naming the file).
 void check_test_size(const std::string& file, const cv::Mat& image, const cac_data::TestPipelineOptions& pipeline) {
   const auto [width, height] = cac_data::rescale_size(image.cols, image.rows, pipeline.img_scale());
   TORCH_CHECK(width > 0 && height > 0,
@@ -59,7 +59,8 @@ void check_test_size(const std::string& file, const cv::Mat& image, const cac_da
               "]; crop or pad it to a less extreme aspect ratio");
 }
 
-// Throws when whole-image inference of `file` would need more than `limit` bytes (0: no limit).
+// Throws when inference of `file` would need more than `limit` bytes (0: no limit) for its class
+// scores at the image's size (predict resizes them to the input's size in whole and slide mode).
 void check_memory(const std::string& file, const cv::Mat& image, int64_t num_classes,
                   const cac_eval::InferenceOptions& inference, int64_t limit, bool limit_given) {
   const int64_t views = int64_t(inference.scales().size()) * (inference.flip() ? 2 : 1);
