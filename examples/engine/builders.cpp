@@ -99,7 +99,32 @@ std::shared_ptr<cac_data::Dataset> build_dataset(const Config& config, const std
   return cac_data::make_dataset(options);
 }
 
-cac_data::DatasetInfo dataset_info(const Config& config) { return build_dataset(config, "val")->info(); }
+cac_data::DatasetInfo dataset_info(const Config& config) {
+  const std::string type = config.get<std::string>("data.type");
+  cac_data::DatasetInfo info;
+  if (type == "ade20k") {
+    info = cac_data::ade20k_info();
+  } else if (type == "coco_stuff164k") {
+    info = cac_data::coco_stuff164k_info();
+  } else if (type == "cityscapes") {
+    info = cac_data::cityscapes_info();
+  } else if (type == "pascal_context59") {
+    info = cac_data::pascal_context59_info();
+  } else if (type == "context_shift") {
+    info = cac_data::context_shift_info(config.get<int64_t>("data.context_shift.num_classes"));
+  } else {
+    TORCH_CHECK(type == "custom", "cac_engine::dataset_info: expected data.type 'ade20k', 'coco_stuff164k', ",
+                "'cityscapes', 'pascal_context59', 'context_shift' or 'custom' but got '", type, "'");
+    info.name = "custom";
+  }
+  if (config.has("data.classes")) {  // as make_dataset: the names given, a generated palette
+    info.classes = config.get<std::vector<std::string>>("data.classes");
+    info.palette = cac_data::default_palette(info.num_classes());
+  }
+  TORCH_CHECK(!info.classes.empty(), "cac_engine::dataset_info: expected the class names of a custom dataset ",
+              "(data.classes) but got none");
+  return info;
+}
 
 cac_data::TrainPipelineOptions train_pipeline(const Config& config) {
   const std::string key = "data.train_pipeline.";

@@ -80,7 +80,10 @@ class LrSchedule {
 /// Sets the learning rate of every parameter group of `optimizer`.
 void set_learning_rate(torch::optim::Optimizer& optimizer, double lr);
 
-/// The class names and palette of the dataset of `data.*` (for tables and pictures).
+/// The class names and palette of the dataset of `data.*` (for tables and pictures), from the
+/// config alone: the built-in ones of `data.type` (`context_shift`: of
+/// `data.context_shift.num_classes`), or `data.classes` with a generated palette. No dataset
+/// directory is read or generated, so `cac-infer` needs none; `make_dataset` gives the same info.
 cac_data::DatasetInfo dataset_info(const Config& config);
 
 }  // namespace cac_engine

@@ -3,13 +3,11 @@
 #include "amp.hpp"
 #include "checkpoint_store.hpp"
 #include "train_log.hpp"
+#include "weights.hpp"
 
 #include "data/loader.hpp"
 #include "eval/training_curves.hpp"
 #include "io/atomic_file.hpp"
-#include "models/converters.hpp"
-
-#include <cac/io/io.hpp>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -202,21 +200,6 @@ torch::Device parse_device(const std::string& spec) {
               "cac_engine::parse_device: expected a CUDA device for '", spec,
               "' but this LibTorch build or machine has none");
   return device;
-}
-
-std::string load_pretrained(torch::nn::Module& model, const std::filesystem::path& path, const std::string& source) {
-  TORCH_CHECK(std::filesystem::is_regular_file(path), "cac_engine::load_pretrained: expected initial weights at ",
-              path.string(), " but there is none");
-  if (cac::io::is_torchscript_archive(path.string())) {  // written by train or save_weights
-    load_weights(model, path);                           // every key must match; a mismatch says what the file holds
-    return "loaded every key of " + path.string();
-  }
-  const cac::io::StateDict state_dict =
-      cac_models::convert_state_dict(cac::io::read_state_dict(path.string()), cac_models::checkpoint_source(source));
-  const cac::io::LoadReport report = cac::io::load_state_dict(model, state_dict, cac::io::LoadOptions().strict(false));
-  TORCH_CHECK(!report.loaded_keys.empty(), "cac_engine::load_pretrained: expected ", path.string(), " (as ", source,
-              ") to share keys with the model but none matched:\n", report.to_string());
-  return report.to_string();
 }
 
 TrainResult train(const Config& config, const TrainOptions& options) {

@@ -2,7 +2,7 @@
 /// \file
 /// The training engine (mmsegmentation's `train_segmentor` + `IterBasedRunner`): `train` over a
 /// `CheckpointStore` (checkpoint_store.hpp), a `TrainLog` (train_log.hpp) and `evaluate`
-/// (evaluator.hpp), plus the weights helpers of the programs.
+/// (evaluator.hpp), plus the weights helpers of the programs (and weights.hpp: any checkpoint).
 ///
 /// ```
 /// cac_engine::Config config = cac_engine::Config::load("configs/context_shift/fcn_tiny_cac.yaml");
@@ -14,6 +14,7 @@
 #include "config.hpp"
 #include "distributed.hpp"
 #include "evaluator.hpp"
+#include "weights.hpp"
 
 #include "eval/metrics.hpp"
 
@@ -123,11 +124,6 @@ void save_weights(torch::nn::Module& model, const std::filesystem::path& path);
 /// (by key; every key must match in name and shape). A checkpoint of another model or class count
 /// is refused with what the file holds (from the config stored in it) and what the model expects.
 void load_weights(torch::nn::Module& model, const std::filesystem::path& path);
-
-/// Loads initial weights into `model`: a checkpoint of this engine (every key must match), else a
-/// PyTorch checkpoint read with `cac::io` and converted from `source` (`mmseg`, `cac`, `backbone`,
-/// `mmcls`, `swin`, `torchvision`), loaded non-strictly; returns the load report's summary.
-std::string load_pretrained(torch::nn::Module& model, const std::filesystem::path& path, const std::string& source);
 
 /// The device named by `spec` (`cpu`, `cuda`, `cuda:N`), checked to be available.
 torch::Device parse_device(const std::string& spec);

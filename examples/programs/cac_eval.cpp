@@ -1,13 +1,17 @@
-// cac-eval CONFIG CKPT [--mode whole|slide] [--aug-test] [--show-dir DIR] [--opacity 0.5]
-//                      [--out results.json] [--branches] [--set key=value ...] [--device ...] [--nproc N]
-// Evaluates a checkpoint on the config's validation split: per-class table, mIoU/mAcc/aAcc,
+// cac-eval CONFIG CHECKPOINT [--checkpoint-source mmseg|cac|...] [--mode whole|slide] [--aug-test]
+//          [--show-dir DIR] [--opacity 0.5] [--out results.json] [--branches] [--set key=value ...]
+//          [--device ...] [--nproc N]
+// Evaluates any checkpoint (cac-train's, or an mmseg / official CAC .pth, loaded strictly) on the
+// config's validation split: per-class table, mIoU/mAcc/aAcc,
 // optionally palette masks and overlays, and a JSON file of every figure. With `--nproc N` (or
 // under torchrun/SLURM) each process evaluates its share of the images and rank 0 reports the
 // metrics of the whole split.
 #include "engine/cli.hpp"
 #include "engine/trainer.hpp"
+#include "engine/weights.hpp"
 #include "eval/visualize.hpp"
 #include "io/atomic_file.hpp"
+#include "models/converters.hpp"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -15,15 +19,21 @@
 
 int main(int argc, char** argv) {
   CLI::App app("cac-eval: evaluate a checkpoint on the validation split of a config");
-  std::string config_file, checkpoint, mode, show_dir, out, device = "cpu";
+  std::string config_file, checkpoint, checkpoint_source, mode, show_dir, out, device = "cpu";
   std::vector<std::string> overrides;
   bool aug_test = false, branches = false;
   double opacity = 0.5;
   int64_t nproc = 1;
   app.add_option("config", config_file, "config file (YAML)")->required()->check(CLI::ExistingFile);
-  app.add_option("checkpoint", checkpoint, "checkpoint of cac-train (latest.pt, best.pt, iter_N.pt)")
+  app.add_option("checkpoint", checkpoint,
+                 "checkpoint: cac-train's (latest.pt, best.pt, iter_N.pt) or a PyTorch .pth (zip or legacy torch.save)")
       ->required()
       ->check(CLI::ExistingFile);
+  app.add_option(
+         "--checkpoint-source", checkpoint_source,
+         "key layout of a .pth checkpoint (default: cac when it names the official CAC projectors, else mmseg); "
+         "ignored for cac-train's")
+      ->check(CLI::IsMember(cac_models::checkpoint_source_names()));
   app.add_option("--mode", mode, "whole or slide (default: evaluation.mode)")->check(CLI::IsMember({"whole", "slide"}));
   app.add_flag("--aug-test", aug_test, "multi-scale (0.5 ... 1.75) and flip test");
   app.add_option("--show-dir", show_dir, "write palette masks and overlays here");
@@ -42,7 +52,8 @@ int main(int argc, char** argv) {
     auto target = cac_engine::parse_device(device);
     const auto group = cac_engine::join_environment_group(target);
     auto model = cac_engine::build_model(config);
-    cac_engine::load_weights(*model, checkpoint);
+    const std::string loaded = cac_engine::load_checkpoint(*model, checkpoint, checkpoint_source, /*strict=*/true);
+    if (group->rank() == 0) fmt::print("{}\n", loaded);
     model->to(target);
     auto inference = cac_engine::inference_options(config);
     if (!mode.empty()) inference.mode(mode);
