@@ -6,7 +6,8 @@
 // prints the mean ± standard deviation over them.
 //
 // Usage: cac-demo [--work-dir work_dirs/demo] [--iterations 800] [--seed 0 | --seeds 0,1,2]
-//                 [--no-control] [--no-shift] [--models baseline,gc,cac]
+//                 [--no-control] [--no-shift] [--models baseline,gc,cac] [--reuse]
+//                 [--set key=value ...]
 #include "engine/cli.hpp"
 #include "engine/trainer.hpp"
 
@@ -164,8 +165,8 @@ int main(int argc, char** argv) {
   std::string work_dir = "work_dirs/demo";
   int64_t iterations = 0, seed = 0;
   std::vector<int64_t> seeds;
-  std::vector<std::string> model_options;
-  bool no_control = false, no_shift = false;
+  std::vector<std::string> model_options, sets;
+  bool no_control = false, no_shift = false, reuse = false;
   app.add_option("--work-dir", work_dir, "where data, checkpoints, logs and pictures go");
   app.add_option("--iterations", iterations, "training iterations per model (default: the configs', 800)");
   auto* seed_option = app.add_option("--seed", seed, "random seed of the training runs");
@@ -177,6 +178,12 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"baseline", "gc", "cac"}));
   app.add_flag("--no-control", no_control, "skip the control dataset (no per-image shift)");
   app.add_flag("--no-shift", no_shift, "skip the context-shift dataset (the control only)");
+  app.add_option("--set", sets,
+                 "override a key of every run's config: key.sub=value (repeatable; e.g. "
+                 "data.context_shift.other_ratio=0.5 with its own --work-dir)");
+  app.add_flag("--reuse", reuse,
+               "do not retrain a run whose work directory holds latest.pt (same settings assumed): evaluate it, "
+               "redraw the pictures");
   CLI11_PARSE(app, argc, argv);
   return cac_engine::run_program("cac-demo", [&] {
     TORCH_CHECK(!(no_control && no_shift), "cac-demo: --no-control and --no-shift leave nothing to train");
@@ -203,14 +210,17 @@ int main(int argc, char** argv) {
           const std::string file = model.file + suffix;
           std::vector<std::string> overrides{"data.root=" + (dir / ("data/context_shift" + suffix)).string()};
           if (iterations > 0) overrides.push_back("schedule.iterations=" + std::to_string(iterations));
+          overrides.insert(overrides.end(), sets.begin(), sets.end());
           Run run{dataset, model.label, s, model.option == "cac",
                   cac_engine::Config::load(cac_engine::configs_dir() / "context_shift" / (file + ".yaml"), overrides)};
           fmt::print("\n== {} | {} ({}, seed {}) ==\n", dataset, model.label, file, s);
           std::fflush(stdout);
           const std::filesystem::path run_dir = seed_dir / file;
           run.work_dir = run_dir;
-          run.training =
-              cac_engine::train(run.config, cac_engine::TrainOptions().work_dir(run_dir).overwrite(true).seed(s));
+          if (!reuse || !std::filesystem::exists(run_dir / "latest.pt")) {
+            run.training =
+                cac_engine::train(run.config, cac_engine::TrainOptions().work_dir(run_dir).overwrite(true).seed(s));
+          }
           run.network = cac_engine::build_model(run.config);
           cac_engine::load_weights(*run.network, run_dir / "latest.pt");
           run.evaluation = cac_engine::evaluate(run.network, run.config, cac_engine::EvaluateOptions().branches(true));
@@ -240,8 +250,10 @@ int main(int argc, char** argv) {
       if (run.dataset == datasets.front() && run.seed == seeds.front()) shown.push_back(&run);
     }
     cac_eval::write_png(dir / "predictions.png", predictions_grid(shown, 6));
+    // Every run's curves when they fit matplotlib's 10 colours, else the first seed's.
     std::vector<cac_eval::TrainingLog> logs;
     for (const auto& run : runs) {
+      if (runs.size() > 10 && run.seed != seeds.front()) continue;
       const std::string seed_label = seeds.size() > 1 ? fmt::format(", seed {}", run.seed) : "";
       logs.push_back({run.dataset + ", " + run.model + seed_label, run.work_dir / "log.jsonl"});
     }
