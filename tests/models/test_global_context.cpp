@@ -44,7 +44,7 @@ TEST_CASE("global context: ASPPHead's image_pool and bottleneck keys, shapes and
   CHECK(keys.count("bottleneck.conv.bias") == 0);
   // Without the option the head's keys are exactly mmseg FCNHead's (nothing added).
   for (const auto& [key, shape] : shapes(*plain)) CHECK(keys.at(key) == shape);
-  CHECK(keys.size() == shapes(*plain).size() + 10);
+  CHECK(keys.size() == shapes(*plain).size() + 12);  // 2 convs, 2 BNs (weight, bias, 3 buffers)
   for (const auto& [key, shape] : shapes(*plain)) {
     CHECK(key.rfind("image_pool", 0) == std::string::npos);
     CHECK(key.rfind("bottleneck", 0) == std::string::npos);
