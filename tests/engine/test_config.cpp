@@ -107,7 +107,7 @@ TEST_CASE("config: errors name the file, the key, the expectation and the value"
                       "expected one of type, lr, momentum, weight_decay, betas, eps, no_decay, grad_clip"));
   CHECK_THROWS_WITH(Config::parse("model: {name: pspnet, num_classes: 3}").get<std::string>("model.name"),
                     Catch::Contains("key 'model.name': expected one of fcn_mobilenetv2") &&
-                        Catch::Contains("fcn_tiny but got 'pspnet'"));
+                        Catch::Contains("fcn_tiny, fcn_tiny_gc but got 'pspnet'"));
 }
 
 TEST_CASE("config: learning-rate schedules follow mmcv's poly and linear warm-up", "[config]") {
