@@ -123,11 +123,14 @@ std::shared_ptr<BackboneImpl> swin(const SwinTransformerOptions& swin_options) {
 
 /// The small model of the bundled context-shift dataset: `SimpleConvNet` (16, 32, 48; output
 /// stride 4) and an FCNHead of width d = 48 (one 3×3 conv, no concatenation, dropout 0.1), no auxiliary head.
-EncoderDecoder fcn_tiny(const ModelOptions& options) {
+/// With `global_context`, the head also has ASPPHead's image-level branch (`fcn_tiny_gc`).
+EncoderDecoder fcn_tiny(const ModelOptions& options, bool global_context = false) {
   auto backbone = std::make_shared<SimpleConvNetImpl>(SimpleConvNetOptions().strides({2, 2, 1}).norm(options.norm));
   const int64_t width = backbone->out_channels().back();
-  auto head =
-      std::make_shared<FCNHeadImpl>(FCNHeadOptions(cac_head({width}, width, options)).num_convs(1).concat_input(false));
+  auto head = std::make_shared<FCNHeadImpl>(FCNHeadOptions(cac_head({width}, width, options))
+                                                .num_convs(1)
+                                                .concat_input(false)
+                                                .global_context(global_context));
   return EncoderDecoder(backbone, head);
 }
 
@@ -162,7 +165,11 @@ const std::vector<Entry>& entries() {
       {"upernet_swin_large", "UperNet (UPerHead) on Swin-L (window 12, ImageNet-22K), auxiliary FCNHead",
        [](const ModelOptions& o) { return upernet(swin(SwinTransformerOptions::large()), o); }},
       {"fcn_tiny", "FCN (FCNHead, d = 48) on a 3-stage SimpleConvNet: the bundled context-shift dataset's model",
-       fcn_tiny},
+       [](const ModelOptions& o) { return fcn_tiny(o); }},
+      {"fcn_tiny_gc",
+       "fcn_tiny with an image-level context branch (ASPPHead's image_pool + bottleneck): the demo's global-context "
+       "baseline",
+       [](const ModelOptions& o) { return fcn_tiny(o, true); }},
   };
   return table;
 }

@@ -49,7 +49,8 @@ struct ModelOptions {
 EncoderDecoder make_model(const std::string& name, const ModelOptions& options = {});
 
 /// The names `make_model` accepts: the paper's Table 1 in its order, then `fcn_tiny` (the small
-/// model of the bundled context-shift dataset).
+/// model of the bundled context-shift dataset) and `fcn_tiny_gc` (the same with an image-level
+/// context branch, `FCNHeadOptions::global_context`).
 std::vector<std::string> model_names();
 
 /// A one-line description of the model `name`: decode head, backbone and settings.

@@ -1,9 +1,13 @@
 // cac-demo: the README's main job. Generates the bundled context-shift dataset (and its control
-// without the per-image shift), trains the baseline and the + CAC variant of the same small model
-// with the same schedule on each, evaluates them (p, pp and the oracle branch py), and prints the
-// comparison table; writes a predictions grid and the training curves as PNG.
+// without the per-image shift), trains the baseline, the global-context baseline (an image-level
+// pooling branch, as ASPP's image pool) and the + CAC variant of the same small model with the same
+// schedule on each, evaluates them (p, pp and the oracle branch py), and prints the comparison
+// table; writes a predictions grid and the training curves as PNG. With several seeds it also
+// prints the mean ± standard deviation over them.
 //
-// Usage: cac-demo [--work-dir work_dirs/demo] [--iterations 800] [--seed 0] [--no-control]
+// Usage: cac-demo [--work-dir work_dirs/demo] [--iterations 800] [--seed 0 | --seeds 0,1,2]
+//                 [--no-control] [--no-shift] [--models baseline,gc,cac] [--reuse]
+//                 [--set key=value ...]
 #include "engine/cli.hpp"
 #include "engine/trainer.hpp"
 
@@ -14,13 +18,28 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <opencv2/imgproc.hpp>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cmath>
+#include <optional>
+
 namespace {
+
+// The demo's models: table label, --models name and config file (without the `_control` suffix).
+struct Model {
+  std::string label, option, file;
+};
+const std::vector<Model> kModels{{"baseline", "baseline", "fcn_tiny_baseline"},
+                                 {"global context", "gc", "fcn_tiny_gc"},
+                                 {"+ CAC", "cac", "fcn_tiny_cac"}};
 
 struct Run {
   std::string dataset, model;
+  int64_t seed = 0;
+  bool cac = false;
   cac_engine::Config config;
   cac_engine::TrainResult training;
   cac_engine::EvaluateResult evaluation;
@@ -65,67 +84,179 @@ cv::Mat predictions_grid(std::vector<Run*> runs, int64_t count) {
   return out;
 }
 
-std::string percent(const std::map<std::string, cac_eval::Metrics>& branches, const std::string& name) {
-  const auto it = branches.find(name);
-  return it == branches.end() ? "-" : fmt::format("{:.2f}", 100 * it->second.mIoU);
+// mIoU × 100 of a branch (nullopt when the run has no such branch).
+std::optional<double> branch(const Run& run, const std::string& name) {
+  const auto it = run.evaluation.branches.find(name);
+  if (it == run.evaluation.branches.end()) return std::nullopt;
+  return 100 * it->second.mIoU;
+}
+
+// The table's columns of one run: mIoU, p (a model without CAC: its prediction), pp, py.
+std::vector<std::optional<double>> columns(const Run& run) {
+  const double miou = 100 * run.evaluation.metrics.mIoU;
+  return {miou, run.cac ? branch(run, "logits") : miou, branch(run, "context"), branch(run, "oracle")};
+}
+
+std::string cell(const std::optional<double>& value) { return value ? fmt::format("{:.2f}", *value) : "-"; }
+
+// "mean ± std" (sample standard deviation, n − 1) of the values; "-" when there are none.
+std::string mean_std(const std::vector<double>& values) {
+  if (values.empty()) return "-";
+  double mean = 0, squares = 0;
+  for (double v : values) mean += v / static_cast<double>(values.size());
+  for (double v : values) squares += (v - mean) * (v - mean);
+  const double deviation = values.size() > 1 ? std::sqrt(squares / static_cast<double>(values.size() - 1)) : 0.0;
+  return fmt::format("{:.2f} ± {:.2f}", mean, deviation);
+}
+
+constexpr const char* kHeader =
+    "\n| dataset | model | mIoU | p (fixed classifier) | pp (context-aware) | oracle py | parameters | ms/img |\n"
+    "|---|---|---:|---:|---:|---:|---:|---:|\n";
+
+// The run of `model` on `dataset` with `seed`, or null.
+const Run* find_run(const std::vector<Run>& runs, const std::string& dataset, const std::string& model, int64_t seed) {
+  for (const auto& run : runs) {
+    if (run.dataset == dataset && run.model == model && run.seed == seed) return &run;
+  }
+  return nullptr;
+}
+
+// The mean ± std table over the seeds, then each model's gain over the baseline.
+void print_summary(const std::vector<Run>& runs, const std::vector<std::string>& datasets,
+                   const std::vector<Model>& models, const std::vector<int64_t>& seeds) {
+  fmt::print("\nMean ± standard deviation over seeds {}:{}", fmt::join(seeds, ", "), kHeader);
+  for (const auto& dataset : datasets) {
+    for (const auto& model : models) {
+      std::vector<std::vector<double>> values(4);
+      std::vector<double> ms;
+      int64_t parameters = 0;
+      for (int64_t seed : seeds) {
+        const Run* run = find_run(runs, dataset, model.label, seed);
+        const auto row = columns(*run);
+        for (size_t c = 0; c < row.size(); ++c) {
+          if (row[c]) values[c].push_back(*row[c]);
+        }
+        ms.push_back(run->evaluation.ms_per_image);
+        parameters = run->parameters;
+      }
+      fmt::print("| {} | {} | {} | {} | {} | {} | {} | {} |\n", dataset, model.label, mean_std(values[0]),
+                 mean_std(values[1]), mean_std(values[2]), mean_std(values[3]), parameters, mean_std(ms));
+    }
+  }
+  for (const auto& dataset : datasets) {
+    for (const auto& model : models) {
+      if (model.label == "baseline" || !find_run(runs, dataset, "baseline", seeds.front())) continue;
+      std::vector<double> gains;
+      for (int64_t seed : seeds) {
+        gains.push_back(100 * (find_run(runs, dataset, model.label, seed)->evaluation.metrics.mIoU -
+                               find_run(runs, dataset, "baseline", seed)->evaluation.metrics.mIoU));
+      }
+      fmt::print("{}: {} {} mIoU over the baseline (mean ± std)\n", dataset, model.label, mean_std(gains));
+    }
+  }
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app("cac-demo: baseline vs + CAC on the bundled context-shift dataset (the README's main job)");
+  CLI::App app(
+      "cac-demo: baseline, global-context baseline and + CAC on the bundled context-shift dataset (the README's main "
+      "job)");
   std::string work_dir = "work_dirs/demo";
   int64_t iterations = 0, seed = 0;
-  bool no_control = false;
+  std::vector<int64_t> seeds;
+  std::vector<std::string> model_options, sets;
+  bool no_control = false, no_shift = false, reuse = false;
   app.add_option("--work-dir", work_dir, "where data, checkpoints, logs and pictures go");
   app.add_option("--iterations", iterations, "training iterations per model (default: the configs', 800)");
-  app.add_option("--seed", seed, "random seed of the training runs");
+  auto* seed_option = app.add_option("--seed", seed, "random seed of the training runs");
+  app.add_option("--seeds", seeds, "several seeds (e.g. 0,1,2): every run per seed, then mean ± std")
+      ->delimiter(',')
+      ->excludes(seed_option);
+  app.add_option("--models", model_options, "a subset of baseline, gc (global context), cac")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"baseline", "gc", "cac"}));
   app.add_flag("--no-control", no_control, "skip the control dataset (no per-image shift)");
+  app.add_flag("--no-shift", no_shift, "skip the context-shift dataset (the control only)");
+  app.add_option("--set", sets,
+                 "override a key of every run's config: key.sub=value (repeatable; e.g. "
+                 "data.context_shift.other_ratio=0.5 with its own --work-dir)");
+  app.add_flag("--reuse", reuse,
+               "do not retrain a run whose work directory holds latest.pt (same settings assumed): evaluate it, "
+               "redraw the pictures");
   CLI11_PARSE(app, argc, argv);
   return cac_engine::run_program("cac-demo", [&] {
+    TORCH_CHECK(!(no_control && no_shift), "cac-demo: --no-control and --no-shift leave nothing to train");
     const std::filesystem::path dir(work_dir);
     const auto start = std::chrono::steady_clock::now();
-    std::vector<Run> runs;
-    for (const std::string dataset : {"context shift", "control"}) {
-      if (dataset == "control" && no_control) continue;
-      const std::string suffix = dataset == "control" ? "_control" : "";
-      for (const std::string model : {"baseline", "+ CAC"}) {
-        const std::string file = std::string(model == "baseline" ? "fcn_tiny_baseline" : "fcn_tiny_cac") + suffix;
-        std::vector<std::string> overrides{"data.root=" + (dir / ("data/context_shift" + suffix)).string()};
-        if (iterations > 0) overrides.push_back("schedule.iterations=" + std::to_string(iterations));
-        Run run{dataset, model,
-                cac_engine::Config::load(cac_engine::configs_dir() / "context_shift" / (file + ".yaml"), overrides)};
-        fmt::print("\n== {} | {} ({}) ==\n", dataset, model, file);
-        std::fflush(stdout);
-        const std::filesystem::path run_dir = dir / file;
-        run.work_dir = run_dir;
-        run.training =
-            cac_engine::train(run.config, cac_engine::TrainOptions().work_dir(run_dir).overwrite(true).seed(seed));
-        run.network = cac_engine::build_model(run.config);
-        cac_engine::load_weights(*run.network, run_dir / "latest.pt");
-        run.evaluation = cac_engine::evaluate(run.network, run.config, cac_engine::EvaluateOptions().branches(true));
-        for (const auto& p : run.network->parameters()) run.parameters += p.numel();
-        runs.push_back(std::move(run));
+    if (seeds.empty()) seeds.push_back(seed);
+    std::vector<Model> models;
+    for (const auto& model : kModels) {
+      if (model_options.empty() ||
+          std::find(model_options.begin(), model_options.end(), model.option) != model_options.end()) {
+        models.push_back(model);
       }
     }
-    fmt::print(
-        "\n| dataset | model | mIoU | p (fixed classifier) | pp (context-aware) | oracle py | parameters | ms/img |\n"
-        "|---|---|---:|---:|---:|---:|---:|---:|\n");
-    for (const auto& run : runs) {
-      fmt::print("| {} | {} | {:.2f} | {} | {} | {} | {} | {:.2f} |\n", run.dataset, run.model,
-                 100 * run.evaluation.metrics.mIoU,
-                 run.model == "baseline" ? fmt::format("{:.2f}", 100 * run.evaluation.metrics.mIoU)
-                                         : percent(run.evaluation.branches, "logits"),
-                 percent(run.evaluation.branches, "context"), percent(run.evaluation.branches, "oracle"),
-                 run.parameters, run.evaluation.ms_per_image);
+    std::vector<std::string> datasets;
+    if (!no_shift) datasets.push_back("context shift");
+    if (!no_control) datasets.push_back("control");
+    std::vector<Run> runs;
+    for (int64_t s : seeds) {
+      const size_t first = runs.size();
+      const std::filesystem::path seed_dir = seeds.size() > 1 ? dir / fmt::format("seed_{}", s) : dir;
+      for (const std::string& dataset : datasets) {
+        const std::string suffix = dataset == "control" ? "_control" : "";
+        for (const Model& model : models) {
+          const std::string file = model.file + suffix;
+          std::vector<std::string> overrides{"data.root=" + (dir / ("data/context_shift" + suffix)).string()};
+          if (iterations > 0) overrides.push_back("schedule.iterations=" + std::to_string(iterations));
+          overrides.insert(overrides.end(), sets.begin(), sets.end());
+          Run run{dataset, model.label, s, model.option == "cac",
+                  cac_engine::Config::load(cac_engine::configs_dir() / "context_shift" / (file + ".yaml"), overrides)};
+          fmt::print("\n== {} | {} ({}, seed {}) ==\n", dataset, model.label, file, s);
+          std::fflush(stdout);
+          const std::filesystem::path run_dir = seed_dir / file;
+          run.work_dir = run_dir;
+          if (!reuse || !std::filesystem::exists(run_dir / "latest.pt")) {
+            run.training =
+                cac_engine::train(run.config, cac_engine::TrainOptions().work_dir(run_dir).overwrite(true).seed(s));
+          }
+          run.network = cac_engine::build_model(run.config);
+          cac_engine::load_weights(*run.network, run_dir / "latest.pt");
+          run.evaluation = cac_engine::evaluate(run.network, run.config, cac_engine::EvaluateOptions().branches(true));
+          for (const auto& p : run.network->parameters()) run.parameters += p.numel();
+          runs.push_back(std::move(run));
+        }
+      }
+      fmt::print("\nSeed {}:{}", s, kHeader);
+      for (size_t i = first; i < runs.size(); ++i) {
+        const auto row = columns(runs[i]);
+        fmt::print("| {} | {} | {} | {} | {} | {} | {} | {:.2f} |\n", runs[i].dataset, runs[i].model, cell(row[0]),
+                   cell(row[1]), cell(row[2]), cell(row[3]), runs[i].parameters, runs[i].evaluation.ms_per_image);
+      }
+      for (const auto& dataset : datasets) {
+        const Run* baseline = find_run(runs, dataset, "baseline", s);
+        for (const auto& model : models) {
+          const Run* run = find_run(runs, dataset, model.label, s);
+          if (!baseline || run == baseline) continue;
+          fmt::print("{}: {} {:+.2f} mIoU over the baseline\n", dataset, model.label,
+                     100 * (run->evaluation.metrics.mIoU - baseline->evaluation.metrics.mIoU));
+        }
+      }
     }
-    for (size_t i = 0; i + 1 < runs.size(); i += 2) {
-      fmt::print("{}: + CAC {:+.2f} mIoU over the baseline\n", runs[i].dataset,
-                 100 * (runs[i + 1].evaluation.metrics.mIoU - runs[i].evaluation.metrics.mIoU));
+    if (seeds.size() > 1) print_summary(runs, datasets, models, seeds);
+    std::vector<Run*> shown;
+    for (auto& run : runs) {
+      if (run.dataset == datasets.front() && run.seed == seeds.front()) shown.push_back(&run);
     }
-    cac_eval::write_png(dir / "predictions.png", predictions_grid({&runs[0], &runs[1]}, 6));
+    cac_eval::write_png(dir / "predictions.png", predictions_grid(shown, 6));
+    // Every run's curves when they fit matplotlib's 10 colours, else the first seed's.
     std::vector<cac_eval::TrainingLog> logs;
-    for (const auto& run : runs) logs.push_back({run.dataset + ", " + run.model, run.work_dir / "log.jsonl"});
+    for (const auto& run : runs) {
+      if (runs.size() > 10 && run.seed != seeds.front()) continue;
+      const std::string seed_label = seeds.size() > 1 ? fmt::format(", seed {}", run.seed) : "";
+      logs.push_back({run.dataset + ", " + run.model + seed_label, run.work_dir / "log.jsonl"});
+    }
     cac_eval::write_png(dir / "curves.png", cac_eval::draw_training_curves(logs));
     fmt::print("wrote {} and {} ({:.0f} s in all)\n", (dir / "predictions.png").string(), (dir / "curves.png").string(),
                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());

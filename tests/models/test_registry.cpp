@@ -62,13 +62,14 @@ TEST_CASE("registry: names, descriptions and unknown names", "[registry]") {
   std::vector<std::string> expected;
   for (const auto& row : kTable1) expected.emplace_back(row.name);
   expected.emplace_back("fcn_tiny");
+  expected.emplace_back("fcn_tiny_gc");
   CHECK(model_names() == expected);
   for (const auto& name : model_names()) CHECK_FALSE(model_description(name).empty());
   CHECK_THROWS_AS(make_model("pspnet_r50"), c10::Error);
   CHECK_THROWS_WITH(make_model("pspnet_r50"),
                     Catch::Contains("cac_models::make_model: expected a model name among fcn_mobilenetv2, "
                                     "deeplabv3plus_mobilenetv2, ocrnet_hrnetv2_w18") &&
-                        Catch::Contains("upernet_swin_large, fcn_tiny but got 'pspnet_r50'"));
+                        Catch::Contains("upernet_swin_large, fcn_tiny, fcn_tiny_gc but got 'pspnet_r50'"));
   CHECK_THROWS_WITH(make_model("fcn_mobilenetv2", {0, false}),
                     Catch::Contains("cac_models::make_model: expected a positive num_classes but got 0"));
 }

@@ -2,7 +2,7 @@
 /// \file
 /// `FCNHead` (mmsegmentation 0.x `FCNHead`): a stack of convolutions, optionally concatenated
 /// with the input. Used as the decode head of FCN, as every auxiliary head, and as OCRNet's
-/// first stage.
+/// first stage; optionally with an image-level context branch (ASPPHead's `image_pool`).
 
 #include "decode_head.hpp"
 
@@ -32,11 +32,19 @@ struct FCNHeadOptions {
   /// Dilation of the convs in `convs` (not of `conv_cat`).
   /// Default: 1
   TORCH_ARG(int64_t, dilation) = 1;
+  /// Add an image-level context branch as mmseg's `ASPPHead` has: `image_pool` (global average
+  /// pooling, then a 1×1 ConvModule input → channels) broadcast to the feature's size,
+  /// concatenated before the feature and fused back to `channels` by `bottleneck` (3×3 ConvModule).
+  /// Not part of mmseg's FCNHead (the context-shift demo's global-context baseline).
+  /// Default: false
+  TORCH_ARG(bool, global_context) = false;
 };
 
 /// mmseg's `FCNHead`: `convs` (a Sequential of `num_convs` `ConvModule`s, keys `convs.0.conv.weight`,
 /// ...) and with `concat_input` a `conv_cat` ConvModule on `cat(input, convs(input))`. The final
 /// feature f is `conv_cat`'s output (or the convs'), where the released FCN CAC head hooks in.
+/// With `global_context`, f = `bottleneck(cat(resize(image_pool(x)), f))` (keys `image_pool.1.conv.weight`,
+/// `bottleneck.conv.weight`, ... as in mmseg's ASPPHead).
 class FCNHeadImpl : public DecodeHeadImpl {
  public:
   /// Builds the head. See `FCNHeadOptions`.
@@ -52,11 +60,15 @@ class FCNHeadImpl : public DecodeHeadImpl {
   torch::nn::Sequential convs{nullptr};
   /// `ConvModule(in + channels → channels)` with `concat_input`, else null.
   ConvModule conv_cat{nullptr};
+  /// `Sequential(AdaptiveAvgPool2d(1), ConvModule(in → channels, 1×1))` with `global_context`, else null.
+  torch::nn::Sequential image_pool{nullptr};
+  /// `ConvModule(2 · channels → channels, 3×3)` with `global_context`, else null.
+  ConvModule bottleneck{nullptr};
 
  protected:
   /// `options.decode()`, writable.
   DecodeHeadOptions& mutable_decode_options() override { return options.decode(); }
-  /// `, num_convs=..., kernel_size=..., concat_input=..., dilation=...`.
+  /// `, num_convs=..., kernel_size=..., concat_input=..., dilation=...` (`, global_context=true` when set).
   void pretty_print_options(std::ostream& stream) const override;
 };
 /// A `ModuleHolder` for `FCNHeadImpl`. See `FCNHeadOptions`.
