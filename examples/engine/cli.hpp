@@ -6,12 +6,25 @@
 #include "errors.hpp"
 #include "launcher.hpp"
 
+#include "models/converters.hpp"
+
+#include <CLI/CLI.hpp>
+
 #include <cstdio>
 #include <exception>
 #include <functional>
 #include <optional>
 
 namespace cac_engine {
+
+/// Adds `--checkpoint-source` to `app` (cac-eval, cac-infer): the key layout of a `.pth` checkpoint
+/// for `load_checkpoint`, one of `cac_models::checkpoint_source_names()`; empty: detected.
+inline void add_checkpoint_source_option(CLI::App& app, std::string& source) {
+  app.add_option("--checkpoint-source", source,
+                 "key layout of a .pth checkpoint (default: cac when it names the official CAC projectors, else "
+                 "mmseg); ignored for cac-train's")
+      ->check(CLI::IsMember(cac_models::checkpoint_source_names()));
+}
 
 /// Runs `body` and turns an exception into `PROGRAM: message` on stderr (without LibTorch's
 /// backtrace) and exit code 1.

@@ -11,7 +11,6 @@
 #include "engine/weights.hpp"
 #include "eval/visualize.hpp"
 #include "io/atomic_file.hpp"
-#include "models/converters.hpp"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -29,11 +28,7 @@ int main(int argc, char** argv) {
                  "checkpoint: cac-train's (latest.pt, best.pt, iter_N.pt) or a PyTorch .pth (zip or legacy torch.save)")
       ->required()
       ->check(CLI::ExistingFile);
-  app.add_option(
-         "--checkpoint-source", checkpoint_source,
-         "key layout of a .pth checkpoint (default: cac when it names the official CAC projectors, else mmseg); "
-         "ignored for cac-train's")
-      ->check(CLI::IsMember(cac_models::checkpoint_source_names()));
+  cac_engine::add_checkpoint_source_option(app, checkpoint_source);
   app.add_option("--mode", mode, "whole or slide (default: evaluation.mode)")->check(CLI::IsMember({"whole", "slide"}));
   app.add_flag("--aug-test", aug_test, "multi-scale (0.5 ... 1.75) and flip test");
   app.add_option("--show-dir", show_dir, "write palette masks and overlays here");

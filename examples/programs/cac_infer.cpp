@@ -12,7 +12,6 @@
 #include "data/transforms.hpp"
 #include "eval/image_inputs.hpp"
 #include "eval/visualize.hpp"
-#include "models/converters.hpp"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -91,11 +90,7 @@ int main(int argc, char** argv) {
                  "recursive")
       ->required()
       ->check(CLI::ExistingPath);
-  app.add_option(
-         "--checkpoint-source", checkpoint_source,
-         "key layout of a .pth checkpoint (default: cac when it names the official CAC projectors, else mmseg); "
-         "ignored for cac-train's")
-      ->check(CLI::IsMember(cac_models::checkpoint_source_names()));
+  cac_engine::add_checkpoint_source_option(app, checkpoint_source);
   app.add_option("--out-dir", out_dir, "output directory");
   app.add_option("--opacity", opacity, "overlay opacity")->check(CLI::Range(0.0, 1.0));
   app.add_option("--max-memory", max_memory,
