@@ -37,6 +37,8 @@ void check_options(const ContextShiftOptions& o) {
   TORCH_CHECK(o.shift_strength() >= 0 && o.shift_strength() < 1,
               "cac_data::ContextShiftOptions: expected shift_strength in [0, 1) but got ", o.shift_strength());
   TORCH_CHECK(o.regions() >= 1, "cac_data::ContextShiftOptions: expected regions >= 1 but got ", o.regions());
+  TORCH_CHECK(o.plain_ratio() >= 0 && o.plain_ratio() <= 1,
+              "cac_data::ContextShiftOptions: expected plain_ratio in [0, 1] but got ", o.plain_ratio());
   TORCH_CHECK(o.other_ratio() >= 0 && o.other_ratio() < 1,
               "cac_data::ContextShiftOptions: expected other_ratio in [0, 1) but got ", o.other_ratio());
   TORCH_CHECK(
@@ -76,10 +78,12 @@ uint8_t to_byte(double v) { return static_cast<uint8_t>(std::min(255.0, std::max
 
 std::string stamp_text(const ContextShiftOptions& o) {
   return fmt::format(
-      "{}\nnum_classes={}\nimage_size={}\nnum_train={}\nnum_val={}\nshift={}\nshift_strength={}\nseed={}\nregions={}\n"
-      "other_ratio={}\nnoise={}\nstripe_period={}\nstripe_contrast={}\n",
-      kStampHeader, o.num_classes(), o.image_size(), o.num_train(), o.num_val(), o.shift() ? 1 : 0, o.shift_strength(),
-      o.seed(), o.regions(), o.other_ratio(), o.noise(), o.stripe_period(), o.stripe_contrast());
+      "{}\nnum_classes={}\nimage_size={}\nnum_train={}\nnum_val={}\nshift={}\nclass_wise={}\nplain_ratio={}\nshift_"
+      "strength={}\nseed={}\n"
+      "regions={}\nother_ratio={}\nnoise={}\nstripe_period={}\nstripe_contrast={}\n",
+      kStampHeader, o.num_classes(), o.image_size(), o.num_train(), o.num_val(), o.shift() ? 1 : 0,
+      o.class_wise() ? 1 : 0, o.plain_ratio(), o.shift_strength(), o.seed(), o.regions(), o.other_ratio(), o.noise(),
+      o.stripe_period(), o.stripe_contrast());
 }
 
 std::string read_text(const fs::path& path) {
@@ -167,6 +171,22 @@ RawSample context_shift_sample(const ContextShiftOptions& options, const std::st
   }
   const double offset = 0.5 * s * uniform_real(rng, -1, 1);
   const double period = options.stripe_period() * std::pow(2.0, s * uniform_real(rng, -1, 1));
+  // Class-wise: each class's own gains and offset in this image, drawn after the image-wide ones so
+  // that the other variants' images do not change.
+  std::vector<std::array<double, 4>> class_shift;  // [class - 1] = gain r, g, b, offset
+  if (options.shift() && options.class_wise()) {
+    for (int64_t k = 0; k < options.num_classes(); ++k) {
+      std::array<double, 4> draw{};
+      for (int c = 0; c < 3; ++c) draw[c] = 1 + s * uniform_real(rng, -1, 1);
+      draw[3] = 0.5 * s * uniform_real(rng, -1, 1);
+      class_shift.push_back(draw);
+    }
+  }
+  // Plain (stripeless) regions, drawn last for the same reason.
+  std::vector<bool> plain(sites.size(), false);
+  if (options.plain_ratio() > 0) {
+    for (size_t r = 0; r < sites.size(); ++r) plain[r] = bernoulli(rng, options.plain_ratio());
+  }
   if (!options.shift()) {
     gain = {1, 1, 1};
   }
@@ -189,19 +209,30 @@ RawSample context_shift_sample(const ContextShiftOptions& options, const std::st
         }
       }
       std::array<double, 3> rgb = nearest->other_rgb;
+      std::array<double, 3> pixel_gain = gain;
+      double pixel_offset = offset_used;
       if (nearest->label > 0) {
         const ClassAppearance look = appearance(nearest->label - 1, options.num_classes());
         const double along = x * std::cos(look.angle) + y * std::sin(look.angle);
-        const double texture = 1 + options.stripe_contrast() * std::sin(2 * kPi * along / period_used + nearest->phase);
+        const double contrast = plain[static_cast<size_t>(nearest - sites.data())] ? 0.0 : options.stripe_contrast();
+        const double texture = 1 + contrast * std::sin(2 * kPi * along / period_used + nearest->phase);
         for (int c = 0; c < 3; ++c) {
           rgb[c] = look.rgb[c] * texture;
         }
+        if (!class_shift.empty()) {
+          const auto& own = class_shift[static_cast<size_t>(nearest->label - 1)];
+          pixel_gain = {own[0], own[1], own[2]};
+          pixel_offset = own[3];
+        }
+      } else if (!class_shift.empty()) {
+        pixel_gain = {1, 1, 1};
+        pixel_offset = 0;
       }
       cv::Vec3b& pixel = sample.image.at<cv::Vec3b>(y, x);
       for (int c = 0; c < 3; ++c) {
         // Irwin–Hall(3) noise, centred and scaled to unit variance.
         const double noise = 2 * (uniform01(rng) + uniform01(rng) + uniform01(rng) - 1.5);
-        pixel[2 - c] = to_byte(rgb[c] * gain[c] + offset_used + options.noise() * noise);  // stored BGR
+        pixel[2 - c] = to_byte(rgb[c] * pixel_gain[c] + pixel_offset + options.noise() * noise);  // stored BGR
       }
       sample.label.at<uint8_t>(y, x) = static_cast<uint8_t>(nearest->label);
     }

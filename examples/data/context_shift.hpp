@@ -37,6 +37,16 @@ struct ContextShiftOptions {
   /// Apply the per-image context shift; false = the control variant (same layouts and noise).
   /// Default: true
   TORCH_ARG(bool, shift) = true;
+  /// Draw the shift per class as well as per image: in each image every class gets its own channel
+  /// gains and illumination offset (same ranges as the image-wide cast, which is then not applied),
+  /// so no image-level statistic undoes it and only the image's own regions of a class tell its
+  /// colour there. "Other" regions keep their random colours. false = one cast for the whole image.
+  /// Default: false
+  TORCH_ARG(bool, class_wise) = false;
+  /// Probability that a class region has no stripes, so that only its colour tells its class; with
+  /// `class_wise`, that colour is known only from the image's striped regions of the same class.
+  /// Default: 0
+  TORCH_ARG(double, plain_ratio) = 0;
   /// Strength s of the shift: channel gains in [1 - s, 1 + s], illumination offset in
   /// [-s/2, s/2], stripe period scaled by 2^[-s, s].
   /// Default: 0.35

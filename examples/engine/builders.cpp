@@ -83,6 +83,8 @@ cac_data::ContextShiftOptions context_shift_options(const Config& config) {
       .num_train(config.get<int64_t>(key + "num_train"))
       .num_val(config.get<int64_t>(key + "num_val"))
       .shift(config.get<bool>(key + "shift"))
+      .class_wise(config.get<bool>(key + "class_wise"))
+      .plain_ratio(config.get<double>(key + "plain_ratio"))
       .shift_strength(config.get<double>(key + "shift_strength"))
       .seed(static_cast<uint64_t>(config.get<int64_t>(key + "seed")))
       .regions(config.get<int64_t>(key + "regions"))

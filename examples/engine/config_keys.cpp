@@ -117,6 +117,12 @@ std::vector<KeySpec> declare() {
   key(cs + "num_train", K::Integer, "training images").def(shift.num_train()).min(1);
   key(cs + "num_val", K::Integer, "validation images").def(shift.num_val()).min(1);
   key(cs + "shift", K::Boolean, "apply the per-image context shift (`false`: the control)").def(shift.shift());
+  key(cs + "class_wise", K::Boolean, "draw the shift per class in each image (no image-level statistic undoes it)")
+      .def(shift.class_wise());
+  key(cs + "plain_ratio", K::Number, "probability that a class region has no stripes")
+      .def(shift.plain_ratio())
+      .min(0)
+      .max(1);
   key(cs + "shift_strength", K::Number, "strength s of the shift").def(shift.shift_strength()).min(0).below(1);
   key(cs + "seed", K::Integer, "seed of layouts, shifts and noise").def(shift.seed()).min(0);
   key(cs + "regions", K::Integer, "Voronoi regions per image").def(shift.regions()).min(1);

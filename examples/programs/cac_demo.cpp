@@ -1,12 +1,12 @@
-// cac-demo: the README's main job. Generates the bundled context-shift dataset (and its control
-// without the per-image shift), trains the baseline, the global-context baseline (an image-level
-// pooling branch, as ASPP's image pool) and the + CAC variant of the same small model with the same
-// schedule on each, evaluates them (p, pp and the oracle branch py), and prints the comparison
-// table; writes a predictions grid and the training curves as PNG. With several seeds it also
+// cac-demo: the README's main job. Generates the bundled context-shift dataset in three variants
+// (an image-wide colour cast, a class-wise one, and the control without a shift), trains the baseline, the
+// global-context baseline (an image-level pooling branch, as ASPP's image pool) and the + CAC variant of the same small
+// model with the same schedule on each, evaluates them (p, pp and the oracle branch py), and prints the comparison
+// table; writes a predictions grid per dataset and the training curves as PNG. With several seeds it also
 // prints the mean ± standard deviation over them.
 //
 // Usage: cac-demo [--work-dir work_dirs/demo] [--iterations 800] [--seed 0 | --seeds 0,1,2]
-//                 [--no-control] [--no-shift] [--models baseline,gc,cac] [--reuse]
+//                 [--datasets shift,classwise,control] [--models baseline,gc,cac] [--reuse]
 //                 [--set key=value ...]
 #include "engine/cli.hpp"
 #include "engine/trainer.hpp"
@@ -28,13 +28,31 @@
 
 namespace {
 
-// The demo's models: table label, --models name and config file (without the `_control` suffix).
+// The demo's models: table label, --models name and config file (without the dataset's suffix).
 struct Model {
   std::string label, option, file;
 };
 const std::vector<Model> kModels{{"baseline", "baseline", "fcn_tiny_baseline"},
                                  {"global context", "gc", "fcn_tiny_gc"},
                                  {"+ CAC", "cac", "fcn_tiny_cac"}};
+
+// The demo's datasets: table label, --datasets name and the configs' file-name suffix.
+struct DatasetVariant {
+  std::string label, option, suffix;
+};
+const std::vector<DatasetVariant> kDatasets{{"context shift", "shift", ""},
+                                            {"class-wise shift", "classwise", "_classwise"},
+                                            {"control (no shift)", "control", "_control"}};
+
+// The entries of `all` whose option is in `chosen` (every entry when `chosen` is empty), in order.
+template <typename T>
+std::vector<T> select(const std::vector<T>& all, const std::vector<std::string>& chosen) {
+  std::vector<T> out;
+  for (const auto& entry : all) {
+    if (chosen.empty() || std::find(chosen.begin(), chosen.end(), entry.option) != chosen.end()) out.push_back(entry);
+  }
+  return out;
+}
 
 struct Run {
   std::string dataset, model;
@@ -165,8 +183,8 @@ int main(int argc, char** argv) {
   std::string work_dir = "work_dirs/demo";
   int64_t iterations = 0, seed = 0;
   std::vector<int64_t> seeds;
-  std::vector<std::string> model_options, sets;
-  bool no_control = false, no_shift = false, reuse = false;
+  std::vector<std::string> model_options, dataset_options, sets;
+  bool reuse = false;
   app.add_option("--work-dir", work_dir, "where data, checkpoints, logs and pictures go");
   app.add_option("--iterations", iterations, "training iterations per model (default: the configs', 800)");
   auto* seed_option = app.add_option("--seed", seed, "random seed of the training runs");
@@ -176,8 +194,10 @@ int main(int argc, char** argv) {
   app.add_option("--models", model_options, "a subset of baseline, gc (global context), cac")
       ->delimiter(',')
       ->check(CLI::IsMember({"baseline", "gc", "cac"}));
-  app.add_flag("--no-control", no_control, "skip the control dataset (no per-image shift)");
-  app.add_flag("--no-shift", no_shift, "skip the context-shift dataset (the control only)");
+  app.add_option("--datasets", dataset_options,
+                 "a subset of shift (image-wide cast), classwise (class-wise cast), control (no shift)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"shift", "classwise", "control"}));
   app.add_option("--set", sets,
                  "override a key of every run's config: key.sub=value (repeatable; e.g. "
                  "data.context_shift.other_ratio=0.5 with its own --work-dir)");
@@ -186,26 +206,20 @@ int main(int argc, char** argv) {
                "redraw the pictures");
   CLI11_PARSE(app, argc, argv);
   return cac_engine::run_program("cac-demo", [&] {
-    TORCH_CHECK(!(no_control && no_shift), "cac-demo: --no-control and --no-shift leave nothing to train");
     const std::filesystem::path dir(work_dir);
     const auto start = std::chrono::steady_clock::now();
     if (seeds.empty()) seeds.push_back(seed);
-    std::vector<Model> models;
-    for (const auto& model : kModels) {
-      if (model_options.empty() ||
-          std::find(model_options.begin(), model_options.end(), model.option) != model_options.end()) {
-        models.push_back(model);
-      }
-    }
+    const std::vector<Model> models = select(kModels, model_options);
+    const std::vector<DatasetVariant> variants = select(kDatasets, dataset_options);
     std::vector<std::string> datasets;
-    if (!no_shift) datasets.push_back("context shift");
-    if (!no_control) datasets.push_back("control");
+    for (const auto& variant : variants) datasets.push_back(variant.label);
     std::vector<Run> runs;
     for (int64_t s : seeds) {
       const size_t first = runs.size();
       const std::filesystem::path seed_dir = seeds.size() > 1 ? dir / fmt::format("seed_{}", s) : dir;
-      for (const std::string& dataset : datasets) {
-        const std::string suffix = dataset == "control" ? "_control" : "";
+      for (const auto& variant : variants) {
+        const std::string& dataset = variant.label;
+        const std::string& suffix = variant.suffix;
         for (const Model& model : models) {
           const std::string file = model.file + suffix;
           std::vector<std::string> overrides{"data.root=" + (dir / ("data/context_shift" + suffix)).string()};
@@ -245,11 +259,16 @@ int main(int argc, char** argv) {
       }
     }
     if (seeds.size() > 1) print_summary(runs, datasets, models, seeds);
-    std::vector<Run*> shown;
-    for (auto& run : runs) {
-      if (run.dataset == datasets.front() && run.seed == seeds.front()) shown.push_back(&run);
+    // One predictions grid per dataset (the first seed's runs): predictions{,_classwise,_control}.png.
+    std::vector<std::string> written;
+    for (const auto& variant : variants) {
+      std::vector<Run*> shown;
+      for (auto& run : runs) {
+        if (run.dataset == variant.label && run.seed == seeds.front()) shown.push_back(&run);
+      }
+      written.push_back((dir / ("predictions" + variant.suffix + ".png")).string());
+      cac_eval::write_png(written.back(), predictions_grid(shown, 6));
     }
-    cac_eval::write_png(dir / "predictions.png", predictions_grid(shown, 6));
     // Every run's curves when they fit matplotlib's 10 colours, else the first seed's.
     std::vector<cac_eval::TrainingLog> logs;
     for (const auto& run : runs) {
@@ -258,7 +277,8 @@ int main(int argc, char** argv) {
       logs.push_back({run.dataset + ", " + run.model + seed_label, run.work_dir / "log.jsonl"});
     }
     cac_eval::write_png(dir / "curves.png", cac_eval::draw_training_curves(logs));
-    fmt::print("wrote {} and {} ({:.0f} s in all)\n", (dir / "predictions.png").string(), (dir / "curves.png").string(),
+    written.push_back((dir / "curves.png").string());
+    fmt::print("wrote {} ({:.0f} s in all)\n", fmt::join(written, ", "),
                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   });
 }

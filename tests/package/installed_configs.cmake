@@ -18,7 +18,7 @@ file(REAL_PATH ${WORK}/prefix/${DATADIR}/cac/configs/context_shift/fcn_tiny_base
 file(WRITE ${broken} "_base_: [../_base_/runtime.yaml, ../_base_/datasets/context_shift.yaml]\n"
                      "model: {name: fcn_tiny, num_classes: 6}\nruntime: {keep_last: 0}\n")
 execute_process(COMMAND ${CMAKE_COMMAND} -E env --unset=CAC_CONFIGS_DIR --unset=LD_LIBRARY_PATH
-                        ${WORK}/prefix/${BINDIR}/cac-demo --no-control --iterations 1 --work-dir ${WORK}/demo
+                        ${WORK}/prefix/${BINDIR}/cac-demo --datasets shift --iterations 1 --work-dir ${WORK}/demo
                 RESULT_VARIABLE status OUTPUT_VARIABLE out ERROR_VARIABLE err)
 string(FIND "${err}" "config error in ${broken}: key 'runtime.keep_last': expected an integer >= 1 but got '0'" found)
 if(status EQUAL 0 OR found EQUAL -1)

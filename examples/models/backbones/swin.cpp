@@ -123,9 +123,13 @@ torch::Tensor WindowMSAImpl::forward(const torch::Tensor& x, const torch::Tensor
   const torch::Tensor qkv_ = qkv->forward(x).reshape({B, N, 3, num_heads_, C / num_heads_}).permute({2, 0, 3, 1, 4});
   const double scale = 1.0 / std::sqrt(static_cast<double>(C / num_heads_));
   torch::Tensor attn = torch::matmul(qkv_[0] * scale, qkv_[1].transpose(-2, -1));
-  const torch::Tensor bias = relative_position_bias_table.index_select(0, relative_position_index.view(-1))
-                                 .view({N, N, -1})
-                                 .permute({2, 0, 1});
+  // LibTorch's Module::to(dtype) converts integer buffers too (PyTorch's does not): after
+  // `model->to(torch::kDouble)` or kHalf the indices (< (2·window − 1)², exact in any float type)
+  // arrive as floats, so they are read back as int64 here.
+  const torch::Tensor bias =
+      relative_position_bias_table.index_select(0, relative_position_index.view(-1).to(torch::kLong))
+          .view({N, N, -1})
+          .permute({2, 0, 1});
   attn = attn + bias.unsqueeze(0).to(attn.scalar_type());
   if (mask.defined()) {
     const int64_t windows = mask.size(0);
