@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <tuple>
 
 namespace cac_eval {
 
@@ -58,10 +59,12 @@ cv::Size text_size(const std::string& text, double scale, int thickness) {
   return cv::getTextSize(text, kFont, scale, thickness, &baseline);
 }
 
-// Where the legend covers the fewest points of the curves (sampled along their segments): the top
-// right, top left, bottom right or bottom left corner of the plot, in that order of preference.
+// Where the legend covers the fewest points of the curves (sampled every 2 pixels along their segments): the top
+// right, top left, bottom right or bottom left corner of the plot, in that order of preference;
+// with the number of points it covers there.
 template <typename ToX, typename ToY>
-cv::Rect legend_box(const std::vector<Curve>& curves, const cv::Rect& plot, const cv::Size& size, ToX px, ToY py) {
+std::pair<cv::Rect, int64_t> legend_box(const std::vector<Curve>& curves, const cv::Rect& plot, const cv::Size& size,
+                                        ToX px, ToY py) {
   const int margin = 8;
   const int left = plot.x + margin, right = plot.x + plot.width - margin - size.width;
   const int top = plot.y + margin, bottom = plot.y + plot.height - margin - size.height;
@@ -72,7 +75,11 @@ cv::Rect legend_box(const std::vector<Curve>& curves, const cv::Rect& plot, cons
     for (size_t i = 0; i < curve.x.size(); ++i) {
       if (!std::isfinite(curve.x[i]) || !std::isfinite(curve.y[i])) continue;
       const bool next = i + 1 < curve.x.size() && std::isfinite(curve.x[i + 1]) && std::isfinite(curve.y[i + 1]);
-      const int samples = next ? 16 : 1;
+      // Every 2 pixels along the segment, so that a long straight segment counts as well.
+      const int samples =
+          next ? std::max(1,
+                          int(std::hypot(px(curve.x[i + 1]) - px(curve.x[i]), py(curve.y[i + 1]) - py(curve.y[i])) / 2))
+               : 1;
       for (int s = 0; s < samples; ++s) {
         const double t = double(s) / samples;
         const double x = px(next ? curve.x[i] + t * (curve.x[i + 1] - curve.x[i]) : curve.x[i]);
@@ -83,7 +90,8 @@ cv::Rect legend_box(const std::vector<Curve>& curves, const cv::Rect& plot, cons
       }
     }
   }
-  return candidates[size_t(std::min_element(covered.begin(), covered.end()) - covered.begin())];
+  const size_t best = size_t(std::min_element(covered.begin(), covered.end()) - covered.begin());
+  return {candidates[best], covered[best]};
 }
 
 }  // namespace
@@ -185,12 +193,28 @@ cv::Mat draw_curves(const std::vector<Curve>& curves, const PlotOptions& options
       25, text_size(tick_label(xa.ticks.empty() ? 0.0 : xa.ticks.back(), xa.decimals), tick_scale, 1).width / 2 + 8);
   const int top = options.title().empty() ? 20 : 20 + text_size("Ag", title_scale, 2).height + 16;
   const int bottom = 14 + tick_height + 10 + (options.x_label().empty() ? 0 : label_height + 14);
-  const cv::Rect plot(left, top, std::max(1, options.width() - left - right),
-                      std::max(1, options.height() - top - bottom));
+  cv::Rect plot(left, top, std::max(1, options.width() - left - right), std::max(1, options.height() - top - bottom));
 
   cv::Mat image(options.height(), options.width(), CV_8UC3, options.background());
   auto px = [&](double x) { return plot.x + (x - xa.lo) / (xa.hi - xa.lo) * plot.width; };
   auto py = [&](double y) { return plot.y + plot.height - (y - ya.lo) / (ya.hi - ya.lo) * plot.height; };
+
+  // Legend: in the corner of the plot that covers the fewest curve points; when every corner
+  // covers some and the plot keeps at least half its width, beside the plot instead (its right
+  // margin grows, px follows the narrower plot).
+  const int legend_row = label_height + 10, legend_sample = 28;
+  cv::Rect legend;
+  if (!curves.empty()) {
+    int name_width = 0;
+    for (const Curve& curve : curves) name_width = std::max(name_width, text_size(curve.name, label_scale, 1).width);
+    const cv::Size box_size(name_width + legend_sample + 18, int(curves.size()) * legend_row + 8);
+    int64_t covered = 0;
+    std::tie(legend, covered) = legend_box(curves, plot, box_size, px, py);
+    if (covered > 0 && box_size.width + 12 <= plot.width / 2) {
+      plot.width -= box_size.width + 12;
+      legend = cv::Rect({plot.x + plot.width + 12, plot.y}, box_size);
+    }
+  }
 
   // Grid, ticks and tick labels.
   for (double t : xa.ticks) {
@@ -234,21 +258,16 @@ cv::Mat draw_curves(const std::vector<Curve>& curves, const PlotOptions& options
   }
   cv::rectangle(image, plot, black, 1, cv::LINE_8);
 
-  // Legend, in the emptiest corner of the plot.
+  // The legend, where it was placed above.
   if (!curves.empty()) {
-    int name_width = 0;
-    for (const Curve& curve : curves) name_width = std::max(name_width, text_size(curve.name, label_scale, 1).width);
-    const int row = label_height + 10, sample = 28;
-    const cv::Size box_size(name_width + sample + 18, int(curves.size()) * row + 8);
-    const cv::Rect box = legend_box(curves, plot, box_size, px, py);
-    cv::rectangle(image, box, options.background(), cv::FILLED);
-    cv::rectangle(image, box, cv::Scalar(160, 160, 160), 1, cv::LINE_8);
+    cv::rectangle(image, legend, options.background(), cv::FILLED);
+    cv::rectangle(image, legend, cv::Scalar(160, 160, 160), 1, cv::LINE_8);
     for (size_t k = 0; k < curves.size(); ++k) {
-      const int y = box.y + 4 + int(k) * row + row / 2;
+      const int y = legend.y + 4 + int(k) * legend_row + legend_row / 2;
       const cv::Scalar color = curves[k].color.value_or(curve_color(k));
-      cv::line(image, {box.x + 6, y}, {box.x + 6 + sample, y}, color, options.thickness() + 1, line_type);
-      cv::putText(image, curves[k].name, {box.x + 12 + sample, y + label_height / 2}, kFont, label_scale, black, 1,
-                  line_type);
+      cv::line(image, {legend.x + 6, y}, {legend.x + 6 + legend_sample, y}, color, options.thickness() + 1, line_type);
+      cv::putText(image, curves[k].name, {legend.x + 12 + legend_sample, y + label_height / 2}, kFont, label_scale,
+                  black, 1, line_type);
     }
   }
 

@@ -99,7 +99,8 @@ cv::Scalar curve_color(size_t index);
 
 /// A line chart of `curves` as an 8-bit BGR image `height × width`: axes with round ticks and
 /// labels, light grid, one polyline per curve, a legend (in the corner of the plot that covers
-/// the fewest curve points, top right first) and the title.
+/// the fewest curve points, top right first; beside the plot when every corner covers some) and
+/// the title.
 cv::Mat draw_curves(const std::vector<Curve>& curves, const PlotOptions& options = {});
 
 /// `draw_curves` written to `png` with `write_png` (atomically).

@@ -154,6 +154,31 @@ TEST_CASE("visualize: plot_curves", "[visualize]") {
     const cv::Mat empty = draw_curves({}, PlotOptions().title("nothing"));
     CHECK(empty.size() == cv::Size(900, 500));
   }
+  SECTION("a legend that would cover curves in every corner goes beside the plot") {
+    // The rightmost black pixel of the middle row is the plot frame (the legend sits higher up).
+    auto frame_right = [](const cv::Mat& drawn) {
+      for (int x = drawn.cols - 1; x >= 0; --x) {
+        if (drawn.at<cv::Vec3b>(drawn.rows / 2, x) == cv::Vec3b(0, 0, 0)) return x;
+      }
+      return -1;
+    };
+    // Two lines along the top and the bottom of a fixed y range run through all four corners.
+    const std::vector<Curve> edges{{"top", {0.0, 1.0}, {0.95, 0.95}, blue}, {"bottom", {0.0, 1.0}, {0.05, 0.05}, red}};
+    const cv::Mat crossed = draw_curves(edges, PlotOptions().y_range({0.0, 1.0}));
+    const cv::Mat corner = draw_curves(curves);  // the top right corner is free of these
+    INFO("frame right edge: crossed " << frame_right(crossed) << ", corner " << frame_right(corner));
+    CHECK(frame_right(corner) > 900 - 40);
+    CHECK(frame_right(crossed) < 900 - 100);
+    CHECK(frame_right(crossed) > 900 / 2);
+    // The legend's samples lie right of the frame.
+    int64_t outside = 0;
+    for (int y = 0; y < crossed.rows; ++y) {
+      for (int x = frame_right(crossed) + 1; x < crossed.cols; ++x) {
+        outside += crossed.at<cv::Vec3b>(y, x) == cv::Vec3b(180, 119, 31);
+      }
+    }
+    CHECK(outside > 20);
+  }
   SECTION("errors") {
     CHECK_THROWS_WITH(
         draw_curves({{"bad", {1.0, 2.0}, {1.0}, std::nullopt}}),
